@@ -92,7 +92,9 @@ def _png_array(data: bytes) -> np.ndarray:
 
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        return np.asarray(image)
+        # np.array (a writable copy), not np.asarray (a read-only view of PIL's bytes): torch
+        # warns on, and must not write through, tensors made from read-only arrays.
+        return np.array(image)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -476,7 +478,7 @@ def _text_axis(ax: Axes, text: str) -> None:
     ax.text(
         0.02,
         0.98,
-        textwrap.fill(text, 34),
+        textwrap.fill(text, 30),
         va="top",
         ha="left",
         fontsize=7,

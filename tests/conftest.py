@@ -1,0 +1,179 @@
+"""Shared fixtures: hand-made scene samples and a tiny built-in dataset made once per session."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fourm_lightning.modalities.vocab import COLORS, SHAPE_CLASSES, SIZES
+
+#: The session dataset: small enough to generate in seconds on 2 shared cores.
+TINY_TRAIN = 24
+TINY_VAL = 8
+TINY_RESOLUTION = 32
+TINY_SHARD = 4  # samples per shard: 6 train shards and 2 val shards
+
+
+def make_scene_sample(index: int, resolution: int = 16, seed: int = 0) -> dict:
+    """A small hand-made sample in the generator's output form (PIXEL boxes, unit normals).
+
+    Objects are rectangles seen as ramps: depth increases to the right (the surface faces right,
+    normal x > 0) or to the left (normal x < 0), so normal and depth agree as in a real render.
+    """
+    rng = np.random.default_rng([seed, index])
+    h = w = resolution
+    semseg = np.zeros((h, w), np.uint8)
+    semseg[: h // 2] = 1  # wall above, floor below
+    instance = np.zeros((h, w), np.uint8)
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    depth = np.where(rows < h // 2, 8.0, 8.0 - 6.0 * (rows - h // 2) / h) * np.ones((1, w))
+    depth = depth.astype(np.float32)
+    normal = np.zeros((h, w, 3), np.float32)
+    normal[: h // 2] = (0.0, 0.0, 1.0)
+    normal[h // 2 :] = (0.0, 1.0, 0.0)
+    color_names = list(COLORS)
+    rgb = np.where(semseg[..., None] == 1, 180, 120).astype(np.uint8) * np.ones((1, 1, 3), np.uint8)
+    objects = []
+    for obj in range(1, int(rng.integers(1, 4)) + 1):
+        y0, x0 = (int(v) for v in rng.integers(0, h - 4, 2))
+        y1, x1 = y0 + int(rng.integers(3, h - y0 + 1)), x0 + int(rng.integers(3, w - x0 + 1))
+        shape = SHAPE_CLASSES[int(rng.integers(len(SHAPE_CLASSES)))]
+        color = color_names[int(rng.integers(len(color_names)))]
+        facing = 1.0 if rng.random() < 0.5 else -1.0
+        semseg[y0:y1, x0:x1] = 2 + SHAPE_CLASSES.index(shape)
+        instance[y0:y1, x0:x1] = obj
+        xs = np.arange(x0, x1, dtype=np.float32)
+        depth[y0:y1, x0:x1] = 3.0 + facing * 1.5 * (xs - (x0 + x1) / 2) / w
+        normal[y0:y1, x0:x1] = np.array([facing * 0.5, 0.0, 1.0]) / np.sqrt(1.25)
+        rgb[y0:y1, x0:x1] = COLORS[color]
+        objects.append({"class": shape, "color": color, "size": SIZES[obj % 2], "instance": obj})
+    det = []
+    for item in objects:
+        ys, xs = np.nonzero(instance == item["instance"])
+        if len(xs):  # occluded objects have no box
+            box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+            det.append({"box": box, **item})
+    edges = np.zeros((h, w), np.uint8)
+    edges[:, 1:] |= (instance[:, 1:] != instance[:, :-1]) | (semseg[:, 1:] != semseg[:, :-1])
+    edges[1:] |= (instance[1:] != instance[:-1]) | (semseg[1:] != semseg[:-1])
+    return {
+        "rgb": rgb,
+        "depth": depth,
+        "normal": normal,
+        "semseg": semseg,
+        "instance": instance,
+        "det": det,
+        "caption": f"scene {index} with {len(det)} objects",
+        "canny_edge": edges.copy(),
+        "instance_edge": edges,
+        "color_palette": [
+            {"rgb": [180, 180, 180], "weight": 0.6},
+            {"rgb": [1, 2, 3], "weight": 0.4},
+        ],
+        "metadata": {"brightness": float(rgb.mean()), "instance_count": float(len(det))},
+        "camera": rng.normal(size=10).astype(np.float32),
+        "scene": {"objects": objects, "index": index},
+    }
+
+
+def sha256_tree(root: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under ``root``."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def write_handmade_dataset(
+    root: Path,
+    num_val: int = 6,
+    resolution: int = 16,
+    samples_per_shard: int = 3,
+    broken: dict[int, dict[str, bytes | None]] | None = None,
+    splits: tuple[str, ...] = ("val",),
+    num_train: int | None = None,
+) -> Path:
+    """A dataset of hand-made samples (``num_val`` per split); ``broken[i]`` overrides members.
+
+    ``num_train`` gives the train split its own size (samples are the same function of the index
+    in every split, which is all the DataModule tests need).
+
+    ``broken = {4: {"depth.npy": None}}`` drops sample 4's depth file; ``{4: {"depth.npy": b"x"}}``
+    replaces its bytes. The manifest lists the built-in modalities.
+    """
+    from fourm_lightning.datamodules.build import scene_to_stored
+    from fourm_lightning.datamodules.shards import (
+        Manifest,
+        ShardInfo,
+        ShardWriter,
+        encode_sample,
+        sample_key,
+        shard_name,
+        write_manifest,
+    )
+    from fourm_lightning.modalities import builtin_modalities, specs_by_name
+
+    specs = builtin_modalities()
+    broken = broken or {}
+    split_shards = {}
+    for split in splits:
+        shards = []
+        count = num_train if split == "train" and num_train is not None else num_val
+        for number, start in enumerate(range(0, count, samples_per_shard)):
+            rel = shard_name(split, number)
+            stop = min(count, start + samples_per_shard)
+            with ShardWriter(root / rel, specs, resolution) as writer:
+                for index in range(start, stop):
+                    stored = scene_to_stored(make_scene_sample(index, resolution), resolution)
+                    members = encode_sample(stored, specs, resolution)
+                    for filename, payload in broken.get(index, {}).items():
+                        if payload is None:
+                            members.pop(filename)
+                        else:
+                            members[filename] = payload
+                    writer.write_encoded(sample_key(index), members)
+            shards.append(ShardInfo(rel, stop - start))
+        split_shards[split] = tuple(shards)
+    write_manifest(Manifest(root, resolution, specs_by_name(specs), split_shards))
+    return root
+
+
+@pytest.fixture
+def handmade_dataset():
+    """The ``write_handmade_dataset`` function (conftest modules are not importable by tests)."""
+    return write_handmade_dataset
+
+
+@pytest.fixture
+def scene_sample():
+    """The ``make_scene_sample`` function."""
+    return make_scene_sample
+
+
+@pytest.fixture(scope="session")
+def tree_hashes():
+    """The ``sha256_tree`` function."""
+    return sha256_tree
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 train + 8 val built-in samples at 32x32 (6 train shards, 2 val shards), made once."""
+    from fourm_lightning.datamodules.build import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    synthesize_dataset(
+        out,
+        num_train=TINY_TRAIN,
+        num_val=TINY_VAL,
+        resolution=TINY_RESOLUTION,
+        seed=0,
+        workers=1,
+        samples_per_shard=TINY_SHARD,
+        progress=False,
+    )
+    return out
