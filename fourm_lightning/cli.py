@@ -58,6 +58,35 @@ def _quickstart_command() -> Callable[..., Any]:
     return quickstart
 
 
+def _option_names(args: list[str]) -> list[str]:
+    """Accept ``--num-train`` as well as ``--num_train`` (jsonargparse names use underscores).
+
+    Only option names are rewritten (``--data-dir=x-y`` -> ``--data_dir=x-y``), never values.
+    """
+    out = []
+    for arg in args:
+        if arg.startswith("--") and len(arg) > 2:
+            name, sep, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + sep + value
+        out.append(arg)
+    return out
+
+
+def _bare_flags(args: list[str], flags: Sequence[str]) -> list[str]:
+    """Let boolean options be given bare (``--tiny``), as users type them.
+
+    jsonargparse wants a value for a ``bool`` parameter (``--tiny true``); a bare flag followed by
+    another option or nothing is read as ``true``.
+    """
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        following = args[i + 1] if i + 1 < len(args) else None
+        if arg in flags and (following is None or following.startswith("-")):
+            out.append("true")
+    return out
+
+
 def main(args: Sequence[str] | None = None) -> Any:
     """Entry point of the ``fourm-lightning`` console script.
 
@@ -78,6 +107,8 @@ def main(args: Sequence[str] | None = None) -> Any:
         print(usage)
         return None
     command, rest = argv[0], argv[1:]
+    if command in ("data", "quickstart"):
+        rest = _option_names(rest)
     if command in LIGHTNING_COMMANDS:
         return lightning_cli(argv)
 
@@ -86,10 +117,19 @@ def main(args: Sequence[str] | None = None) -> Any:
     if command == "data":
         return CLI(_data_commands(), args=rest, as_positional=False)
     if command == "quickstart":
-        return CLI(_quickstart_command(), args=rest, as_positional=False)
+        return CLI(_quickstart_command(), args=_bare_flags(rest, ("--tiny",)), as_positional=False)
     print(f"fourm-lightning: unknown command {command!r}\n{usage}", file=sys.stderr)
     raise SystemExit(2)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script: like ``main`` but discards the return value.
+
+    A setuptools entry point passes its function's return value to ``sys.exit``, which would turn
+    a returned path into an error exit; commands signal failure by raising instead.
+    """
     main()
+
+
+if __name__ == "__main__":
+    run()
