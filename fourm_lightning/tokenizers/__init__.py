@@ -1,8 +1,9 @@
 """Tokenizer cores: quantizers, ViT VQ-VAE, MLP VQ, the WordPiece text tokenizer and serializers.
 
-Plain PyTorch / Hugging Face ``tokenizers`` code without Lightning; the LightningModules that train
-these cores live elsewhere. Names are imported lazily on first access, so ``import
-fourm_lightning.tokenizers`` costs nothing until a name is used.
+The cores are plain PyTorch / Hugging Face ``tokenizers`` code without Lightning. The training layer
+(``lit_*.py`` LightningModules, per-kind ``adapters``, ``metrics``, ``loading.load_tokenizer``)
+imports Lightning, but only when one of its names is used. Names are imported lazily on first
+access, so ``import fourm_lightning.tokenizers`` costs nothing until a name is used.
 
 This package is ``fourm_lightning.tokenizers``, not a top-level ``tokenizers``, so it never shadows
 Hugging Face's ``tokenizers`` library, which ``text.py`` uses.
@@ -14,6 +15,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fourm_lightning.tokenizers.adapters import (
+        KindAdapter,
+        default_adapter,
+        register_adapter,
+    )
+    from fourm_lightning.tokenizers.lit_mlp_vq import VectorVQTokenizer
+    from fourm_lightning.tokenizers.lit_text import TextModalityTokenizer, train_text_tokenizer
+    from fourm_lightning.tokenizers.lit_vqvae import VQVAETokenizer
+    from fourm_lightning.tokenizers.loading import ModalityTokenizer, load_tokenizer
     from fourm_lightning.tokenizers.mlp_vq import MLPVQ
     from fourm_lightning.tokenizers.quantizers import (
         CosineVQ,
@@ -45,6 +55,15 @@ _LAZY: dict[str, str] = {
     "BoxSerializer": "serializers",
     "MetadataSerializer": "serializers",
     "PaletteSerializer": "serializers",
+    "KindAdapter": "adapters",
+    "default_adapter": "adapters",
+    "register_adapter": "adapters",
+    "VQVAETokenizer": "lit_vqvae",
+    "VectorVQTokenizer": "lit_mlp_vq",
+    "TextModalityTokenizer": "lit_text",
+    "train_text_tokenizer": "lit_text",
+    "ModalityTokenizer": "loading",
+    "load_tokenizer": "loading",
 }
 
 __all__ = [
@@ -52,15 +71,24 @@ __all__ = [
     "BoxSerializer",
     "CosineVQ",
     "FSQQuantizer",
+    "KindAdapter",
     "MetadataSerializer",
+    "ModalityTokenizer",
     "PaletteSerializer",
     "Quantizer",
     "QuantizerOutput",
+    "TextModalityTokenizer",
     "TextTokenizer",
+    "VQVAETokenizer",
+    "VectorVQTokenizer",
     "ViTVQVAE",
     "codebook_usage",
     "dead_code_threshold",
+    "default_adapter",
     "default_word_tokens",
+    "load_tokenizer",
+    "register_adapter",
+    "train_text_tokenizer",
 ]
 
 
