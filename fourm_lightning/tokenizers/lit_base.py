@@ -245,6 +245,16 @@ class TokenizerModule(LightningModule):
             if hasattr(experiment, "add_image"):
                 experiment.add_image(tag, grid, global_step=self.global_step)
 
+    def _update_metrics(self, adapter: Any, sample: Any, value: Any) -> None:
+        """Update the kind metrics in float32, outside bf16 autocast.
+
+        Under ``precision: bf16-mixed`` the validation step runs in autocast, and metrics built
+        from convolutions (SSIM's local means and variances) would be computed in bf16, where
+        ``E[x^2] - E[x]^2`` cancels catastrophically: SSIM came out negative at 22 dB PSNR.
+        """
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            adapter.update_metrics(dict(self.val_metrics.items()), sample, value)
+
     def _codebook_metric(self, codebook_size: int) -> CodebookUsage:
         return CodebookUsage(codebook_size)
 

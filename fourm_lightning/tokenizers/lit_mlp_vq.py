@@ -213,7 +213,7 @@ class VectorVQTokenizer(TokenizerModule):
         pred, target, indices, losses = self._step(batch)
         batch_size = len(batch.get("__key__", ())) or None
         self.log("val/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
-        self.adapter.update_metrics(dict(self.val_metrics.items()), pred.detach(), target)
+        self._update_metrics(self.adapter, pred.detach(), target)
         self.val_usage.update(indices)
 
     def on_validation_epoch_end(self) -> None:

@@ -214,7 +214,7 @@ class VQVAETokenizer(TokenizerModule):
         self.log("val/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
         self.log("val/rec_loss", losses["rec_loss"], batch_size=batch_size)
         sample = self.adapter.to_sample(output, prepared)
-        self.adapter.update_metrics(dict(self.val_metrics.items()), sample, value.to(self.device))
+        self._update_metrics(self.adapter, sample, value.to(self.device))
         self.val_usage.update(indices)
         if batch_idx == 0 and self.num_log_images > 0:
             n = self.num_log_images

@@ -242,3 +242,26 @@ def test_text_tokenizer_trains_from_shards_and_loads(tiny_dataset, tmp_path):
     assert tok.encode(["cube"])[0, 0] == trained.token_id("cube")  # a word token, never split
     with pytest.raises(ValueError, match=r"vocabulary mismatch for modality 'caption'"):
         load_tokenizer(tmp_path / "text", expected_vocab_size=3)
+
+
+def test_metrics_are_computed_in_float32_under_bf16_autocast():
+    # SSIM's local variances cancel catastrophically in bf16; the validation step runs under
+    # bf16-mixed autocast, so the metric update must leave autocast (it gave negative SSIM).
+    module = VQVAETokenizer.from_config({"modality": "rgb", "quantizer": FSQ, **TINY})
+    # Smooth images with little local variance, like renders (random noise images hide it).
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand((4, 3, 4, 4), generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=32, mode="bilinear")
+    target = (100 + 60 * smooth).round().to(torch.uint8)
+    noise = torch.randint(-4, 5, target.shape, generator=generator)
+    pred = (target.int() + noise).clamp(0, 255).to(torch.uint8)
+
+    def ssim(autocast: bool) -> float:
+        module.val_metrics["ssim"].reset()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            module._update_metrics(module.adapter, pred, target)
+        return float(module.val_metrics["ssim"].compute())
+
+    plain = ssim(False)
+    assert 0.5 < plain < 1.0
+    assert ssim(True) == pytest.approx(plain, abs=1e-6)
