@@ -2,8 +2,8 @@
 
 ``fourm-lightning fit|validate|test|predict --config ...``
     LightningCLI over any LightningModule and DataModule named by ``class_path`` in the YAML.
-``fourm-lightning data synth|show ...``
-    Generate the built-in dataset; draw one sample's modalities.
+``fourm-lightning data synth|show|pretokenize ...``
+    Generate the built-in dataset; draw one sample's modalities; tokenize a dataset.
 ``fourm-lightning quickstart [--tiny]``
     The main job on the built-in dataset (the README's first command).
 
@@ -47,9 +47,9 @@ def lightning_cli(args: Sequence[str] | dict[str, Any] | None = None, run: bool 
 
 
 def _data_commands() -> list[Callable[..., Any]]:
-    from fourm_lightning.commands.data import show, synth
+    from fourm_lightning.commands.data import pretokenize, show, synth
 
-    return [synth, show]
+    return [synth, show, pretokenize]
 
 
 def _quickstart_command() -> Callable[..., Any]:
@@ -99,7 +99,7 @@ def main(args: Sequence[str] | None = None) -> Any:
     argv = list(sys.argv[1:] if args is None else args)
     usage = (
         "usage: fourm-lightning {fit,validate,test,predict} --config FILE ...\n"
-        "       fourm-lightning data {synth,show} ...\n"
+        "       fourm-lightning data {synth,show,pretokenize} ...\n"
         "       fourm-lightning quickstart [--tiny] [--out DIR]\n"
         "Each sub-command takes --help."
     )

@@ -1,4 +1,4 @@
-"""``fourm-lightning data synth|show``."""
+"""``fourm-lightning data synth|show|pretokenize``."""
 
 from __future__ import annotations
 
@@ -85,3 +85,48 @@ def show(
     plt.close(fig)
     print(f"wrote {path}")
     return path
+
+
+def pretokenize(
+    data_dir: str,
+    out: str,
+    tokenizers: dict[str, str],
+    num_crops: int = 4,
+    keep_raw: list[str] | None = None,
+    splits: list[str] | None = None,
+    resolution: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> None:
+    """Tokenize a raw dataset with trained tokenizers into token shards (resumable per shard).
+
+    Example::
+
+        fourm-lightning data pretokenize --data_dir data/synth --out data/synth_tokens
+            --tokenizers '{depth: runs/tok_depth/version_0/checkpoints/last.ckpt, ...}'
+
+    Args:
+        data_dir: the raw dataset folder (with ``manifest.json``).
+        out: the token dataset folder; a rerun skips the shards already finished.
+        tokenizers: modality -> tokenizer checkpoint (``.ckpt``) or export folder.
+        num_crops: random resized crops per training sample (val/test: the full frame).
+        keep_raw: raw modalities to carry over (default: rgb, caption, det, metadata,
+            color_palette, those the dataset has and that are not tokenized).
+        splits: splits to process (default: all).
+        resolution: crop side in pixels (default: the dataset's).
+        batch_size: samples tokenized together.
+        seed: seed of the crops.
+    """
+    from fourm_lightning.datamodules.pretokenize import pretokenize_dataset
+
+    pretokenize_dataset(
+        data_dir,
+        out,
+        tokenizers,
+        num_crops=num_crops,
+        keep_raw=keep_raw,
+        splits=splits,
+        resolution=resolution,
+        batch_size=batch_size,
+        seed=seed,
+    )

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from fourm_lightning.modalities.errors import DataError
 
@@ -152,6 +153,14 @@ class ModalityKind(ABC):
         """Stored form -> sample form (the default is the value itself)."""
         return value
 
+    def to_stored(self, value: Any) -> Any:
+        """Sample form -> stored form, the inverse of ``to_tensor`` (the default is the value).
+
+        Used to write an augmented value back into a shard (pre-tokenized datasets keep their
+        raw RGB crops and boxes this way).
+        """
+        return value
+
     def augment(self, value: Any, crop: Crop) -> Any:
         """Apply an aligned crop and flip to a sample-form value (non-spatial kinds ignore it)."""
         return value
@@ -232,6 +241,15 @@ class ImageKind(ModalityKind):
     def hflip(self, value: torch.Tensor) -> torch.Tensor:
         """Mirror a sample-form map left-right. Shape: (..., H, W)."""
         return value.flip(-1)
+
+    def to_stored(self, value: torch.Tensor) -> np.ndarray:
+        """(C, H, W) -> (H, W, C) for multi-channel maps; (1, H, W) or (H, W) -> (H, W)."""
+        x = value.detach().cpu()
+        if self.stored_channels:
+            x = rearrange(x, "c h w -> h w c")
+        elif x.ndim == 3:
+            x = rearrange(x, "1 h w -> h w")
+        return x.numpy()
 
 
 @dataclass(frozen=True)
@@ -451,6 +469,10 @@ class FeatureMap(ImageKind):
     def to_tensor(self, value: np.ndarray) -> torch.Tensor:  # noqa: D102
         return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
 
+    def to_stored(self, value: torch.Tensor) -> np.ndarray:
+        """(C, h, w) -> (C, h, w): features are stored channels first."""
+        return value.detach().cpu().numpy()
+
     def augment(self, value: torch.Tensor, crop: Crop) -> torch.Tensor:
         """Crop the same region as the images, but keep the feature grid size."""
         grid = Crop(crop.top, crop.left, crop.height, crop.width, crop.hflip, value.shape[-1])
@@ -585,6 +607,14 @@ class BoxesText(_JsonKind):
         for name in fields:
             out[name] = [item.get(name) for item in value]
         return out
+
+    def to_stored(self, value: dict[str, Any]) -> list[dict[str, Any]]:
+        """``{"boxes": (N, 4), <field>: list}`` -> the JSON list of boxes."""
+        fields = [name for name in value if name != "boxes"]
+        return [
+            {"box": box, **{name: value[name][i] for name in fields}}
+            for i, box in enumerate(value["boxes"].tolist())
+        ]
 
     def augment(self, value: dict[str, Any], crop: Crop) -> dict[str, Any]:
         """Map boxes into the crop, clip them, drop the ones left with no area, then flip."""
@@ -749,6 +779,9 @@ class GlobalVector(ModalityKind):
     def to_tensor(self, value: np.ndarray) -> torch.Tensor:  # noqa: D102
         return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
 
+    def to_stored(self, value: torch.Tensor) -> np.ndarray:  # noqa: D102
+        return value.detach().cpu().numpy()
+
     def render(self, value: torch.Tensor, ax: Axes) -> None:  # noqa: D102
         names = self.field_names or tuple(str(i) for i in range(self.dim))
         _text_axis(
@@ -791,6 +824,9 @@ class SequenceEmbedding(ModalityKind):
 
     def to_tensor(self, value: np.ndarray) -> torch.Tensor:  # noqa: D102
         return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+
+    def to_stored(self, value: torch.Tensor) -> np.ndarray:  # noqa: D102
+        return value.detach().cpu().numpy()
 
     def collate(self, values: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Pad to the longest: ``{"emb": (B, L, D), "mask": (B, L) bool, True = valid}``."""

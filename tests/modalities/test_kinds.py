@@ -203,3 +203,14 @@ def test_imports_are_lazy(module, forbidden):
     code = f"import sys, {module}; print(','.join(m for m in {forbidden!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"importing {module} loaded {out.stdout.strip()}"
+
+
+def test_to_stored_inverts_to_tensor_for_every_builtin_kind(scene_sample):
+    # Pre-tokenization writes augmented values back into shards through to_stored.
+    from fourm_lightning.datamodules.build import scene_to_stored
+
+    stored = scene_to_stored(scene_sample(3, 16), 16)
+    for spec in builtin_modalities():
+        value = stored[spec.name]
+        back = spec.kind.to_stored(spec.kind.to_tensor(value))
+        assert spec.kind.encode(back) == spec.kind.encode(value), spec.name

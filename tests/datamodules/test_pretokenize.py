@@ -1,0 +1,167 @@
+"""Pre-tokenization: token shards decode to what the tokenizers give directly, resume, errors."""
+
+import json
+
+import pytest
+import torch
+
+from fourm_lightning.cli import main
+from fourm_lightning.datamodules.pretokenize import (
+    iter_token_samples,
+    pretokenize_dataset,
+    read_token_manifest,
+    sample_crops,
+)
+from fourm_lightning.datamodules.shards import iter_samples, read_manifest
+from fourm_lightning.datamodules.transforms import apply_crop
+from fourm_lightning.modalities import DataError
+from fourm_lightning.tokenizers.lit_mlp_vq import VectorVQTokenizer
+from fourm_lightning.tokenizers.lit_vqvae import VQVAETokenizer
+from fourm_lightning.tokenizers.loading import load_tokenizer
+
+VIT = {"image_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+COSINE = {
+    "class_path": "fourm_lightning.tokenizers.quantizers.CosineVQ",
+    "init_args": {"dim": 8, "codebook_size": 64},
+}
+FSQ = {
+    "class_path": "fourm_lightning.tokenizers.quantizers.FSQQuantizer",
+    "init_args": {"levels": [5, 5, 3]},
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dirs(tmp_path_factory):
+    """Untrained (seeded) tokenizer exports for depth, semseg and camera."""
+    root = tmp_path_factory.mktemp("tokenizers")
+    torch.manual_seed(0)
+    modules = {
+        "depth": VQVAETokenizer.from_config({"modality": "depth", "quantizer": COSINE, **VIT}),
+        "semseg": VQVAETokenizer.from_config({"modality": "semseg", "quantizer": FSQ, **VIT}),
+        "camera": VectorVQTokenizer.from_config(
+            {"modality": "camera", "quantizer": COSINE, "num_tokens": 2, "hidden_dim": 16}
+        ),
+    }
+    return {name: str(module.export(root / name)) for name, module in modules.items()}
+
+
+@pytest.fixture(scope="module")
+def token_dataset(tiny_dataset, tokenizer_dirs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tokens") / "tok"
+    main(
+        [
+            "data",
+            "pretokenize",
+            "--data-dir",
+            str(tiny_dataset),
+            "--out",
+            str(out),
+            "--tokenizers",
+            json.dumps(tokenizer_dirs),
+            "--num-crops",
+            "2",
+            "--batch-size",
+            "5",  # not a divisor of the shard size: chunks straddle nothing, end short
+        ]
+    )
+    return out
+
+
+def test_manifest_records_tokenizers_crops_and_shards(token_dataset, tiny_dataset, tokenizer_dirs):
+    manifest = read_token_manifest(token_dataset)
+    source = read_manifest(tiny_dataset)
+    assert manifest.num_crops == {"train": 2, "val": 1}
+    assert manifest.resolution == source.resolution
+    assert set(manifest.tokenizers) == {"depth", "semseg", "camera"}
+    assert manifest.tokenizers["depth"].token_shape == [4, 4]
+    assert manifest.tokenizers["camera"].token_shape == [2]
+    assert manifest.tokenizers["semseg"].vocab_size == 75
+    assert {r.dtype for r in manifest.tokenizers.values()} == {"int16"}
+    assert list(manifest.raw) == ["rgb", "caption", "det", "metadata", "color_palette"]
+    for split in ("train", "val"):
+        assert manifest.num_samples(split) == source.num_samples(split)
+        assert [p.name for p in manifest.shard_paths(split)] == [
+            p.name for p in source.shard_paths(split)
+        ]
+
+
+def test_tokens_decode_to_what_the_tokenizers_give_directly(token_dataset, tiny_dataset):
+    manifest = read_token_manifest(token_dataset)
+    specs = read_manifest(tiny_dataset).specs
+    tokenizers = {name: load_tokenizer(r.path) for name, r in manifest.tokenizers.items()}
+    checked = 0
+    for split in ("train", "val"):
+        raws = iter_samples(tiny_dataset, split)
+        for raw, tok in zip(raws, iter_token_samples(token_dataset, split), strict=True):
+            assert raw["__key__"] == tok["__key__"]
+            index = int(raw["__key__"])
+            crops = sample_crops(0, split, index, 32, 32, manifest.num_crops[split])
+            assert tok["crops"] == crops  # reproducible from (seed, split, index) alone
+            tensors = {n: specs[n].kind.to_tensor(raw[n]) for n in specs}
+            for k, crop in enumerate(crops):
+                view = apply_crop(tensors, specs, crop)
+                for name, tokenizer in tokenizers.items():
+                    kind = specs[name].kind
+                    direct = tokenizer.encode(kind.collate([view[name]]))[0]
+                    stored = tok[f"tok_{name}"][k]
+                    torch.testing.assert_close(stored, direct, rtol=0, atol=0, msg=name)
+                    # Same tokens, so the same reconstruction, number for number.
+                    torch.testing.assert_close(
+                        tokenizer.decode(stored[None]), tokenizer.decode(direct[None])
+                    )
+                # Raw spatial modalities are stored crop by crop, aligned with the tokens.
+                assert torch.equal(specs["rgb"].kind.to_tensor(tok["rgb"][k]), view["rgb"])
+                assert tok["det"][k] == specs["det"].kind.to_stored(view["det"])
+                checked += 1
+            assert tok["caption"] == raw["caption"] and tok["metadata"] == raw["metadata"]
+    assert checked == 24 * 2 + 8
+
+
+def test_rerun_resumes_and_a_lost_shard_is_rebuilt_identically(
+    token_dataset, tiny_dataset, tokenizer_dirs
+):
+    shard = token_dataset / "train" / "shard-000002.tar"
+    before = {p: p.stat().st_mtime_ns for p in token_dataset.rglob("*.tar")}
+    original = shard.read_bytes()
+    shard.unlink()
+    pretokenize_dataset(tiny_dataset, token_dataset, tokenizer_dirs, num_crops=2, progress=False)
+    after = {p: p.stat().st_mtime_ns for p in token_dataset.rglob("*.tar")}
+    rewritten = sorted(p.name for p in after if after[p] != before.get(p))
+    assert rewritten == ["shard-000002.tar"]
+    assert shard.read_bytes() == original  # deterministic crops and tokens
+
+
+def test_other_settings_into_the_same_folder_are_refused(
+    token_dataset, tiny_dataset, tokenizer_dirs
+):
+    with pytest.raises(ValueError, match="other settings"):
+        pretokenize_dataset(
+            tiny_dataset, token_dataset, tokenizer_dirs, num_crops=3, progress=False
+        )
+
+
+def test_bad_tokenizer_and_modality_arguments_are_clear_errors(
+    tiny_dataset, tokenizer_dirs, tmp_path
+):
+    with pytest.raises(ValueError, match="tokenizer for modality 'depth', not 'normal'"):
+        pretokenize_dataset(tiny_dataset, tmp_path / "a", {"normal": tokenizer_dirs["depth"]})
+    with pytest.raises(ValueError, match="unknown modalities \\['dpeth'\\]"):
+        pretokenize_dataset(tiny_dataset, tmp_path / "b", {"dpeth": tokenizer_dirs["depth"]})
+    with pytest.raises(ValueError, match="both tokenized and kept raw"):
+        pretokenize_dataset(tiny_dataset, tmp_path / "c", tokenizer_dirs, keep_raw=["rgb", "depth"])
+    with pytest.raises(ValueError, match="unknown splits"):
+        pretokenize_dataset(tiny_dataset, tmp_path / "d", tokenizer_dirs, splits=["tets"])
+
+
+def test_corrupt_source_sample_names_file_key_and_modality(
+    handmade_dataset, tokenizer_dirs, tmp_path
+):
+    data = handmade_dataset(
+        tmp_path / "raw", num_val=6, resolution=32, broken={4: {"depth.npy": b"not npy"}}
+    )
+    with pytest.raises(DataError) as error:
+        pretokenize_dataset(data, tmp_path / "tok", tokenizer_dirs, progress=False)
+    assert error.value.key == "00000004" and error.value.modality == "depth"
+    assert error.value.file is not None and error.value.file.endswith("shard-000001.tar")
+    # The shard with the bad sample was not left behind looking complete.
+    assert not (tmp_path / "tok" / "val" / "shard-000001.tar").exists()
