@@ -462,8 +462,16 @@ class TextTokenizer:
             The lowercased text.
         """
         valid = [int(i) for i in ids if 0 <= int(i) < self.vocab_size]
-        return self.tokenizer.decode(valid, skip_special_tokens=skip_special_tokens)
+        text = self.tokenizer.decode(valid, skip_special_tokens=skip_special_tokens)
+        # The WordPiece decoder's clean-up glues . , ! ? to the previous word but not : or ;
+        # ("left to right : a red cube", in 24% of the built-in captions), and it spaces out
+        # hyphens inside words ("wood - grained"). Both are put back.
+        text = _SPACE_BEFORE_COLON.sub(r"\1", text)
+        return _SPACED_HYPHEN.sub(r"\1-", text)
 
+
+_SPACE_BEFORE_COLON = re.compile(r" ([:;])")
+_SPACED_HYPHEN = re.compile(r"(\w) - (?=\w)")
 
 __all__ = [
     "BASIC_SPECIAL_TOKENS",

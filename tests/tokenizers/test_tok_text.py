@@ -77,6 +77,12 @@ def test_caption_round_trip_is_lowercased(text_tokenizer):
     ids = text_tokenizer.encode(caption)
     assert text_tokenizer.unk_id not in ids
     assert text_tokenizer.decode(ids) == caption.lower()
+    # Colons and semicolons (as in "From the left: ...") come back glued, like . and ,
+    # and hyphens inside words stay unspaced (the decoder alone gives "wood - grained").
+    listed = "From the left: a red cube, a blue cone; a wood-grained floor."
+    ids = text_tokenizer.encode(listed)
+    assert text_tokenizer.unk_id not in ids
+    assert text_tokenizer.decode(ids) == listed.lower()
 
 
 def test_sos_eos_and_skipping_special_tokens(text_tokenizer):
