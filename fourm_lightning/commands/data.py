@@ -111,7 +111,8 @@ def pretokenize(
         tokenizers: modality -> tokenizer checkpoint (``.ckpt``) or export folder.
         num_crops: random resized crops per training sample (val/test: the full frame).
         keep_raw: raw modalities to carry over (default: rgb, caption, det, metadata,
-            color_palette, those the dataset has and that are not tokenized).
+            color_palette, those the dataset has; rgb is kept even when tokenized, as 4M's
+            pixel input).
         splits: splits to process (default: all).
         resolution: crop side in pixels (default: the dataset's).
         batch_size: samples tokenized together.

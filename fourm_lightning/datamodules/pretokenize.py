@@ -331,7 +331,8 @@ def pretokenize_dataset(
         tokenizers: modality -> tokenizer checkpoint or export folder (``load_tokenizer``).
         num_crops: random crops per training sample (evaluation splits get the full frame).
         keep_raw: raw modalities to carry over (default: those of ``DEFAULT_KEEP_RAW`` the
-            source has).
+            source has); a modality can be tokenized and kept raw (RGB: pixel input, token
+            target).
         splits: splits to process (default: all of the source).
         resolution: side in pixels of the crops (default: the source resolution).
         batch_size: samples tokenized together (times their crops).
@@ -342,8 +343,8 @@ def pretokenize_dataset(
         The written manifest.
 
     Raises:
-        ValueError: an unknown modality, a tokenizer for another modality or kind, or an
-            output folder made with other settings.
+        ValueError: an unknown modality or split, a tokenizer for another modality or kind, or
+            an output folder made with other settings.
         DataError: a corrupt source sample (names the file, key and modality).
     """
     from tqdm.auto import tqdm
@@ -359,11 +360,9 @@ def pretokenize_dataset(
         raise ValueError("no tokenizers given: pass modality -> checkpoint for at least one")
     tokenized = select_specs(source.specs, list(tokenizers))
     if keep_raw is None:
-        keep_raw = [n for n in DEFAULT_KEEP_RAW if n in source.specs and n not in tokenizers]
+        keep_raw = [n for n in DEFAULT_KEEP_RAW if n in source.specs]
+    # A modality may be both: 4M reads RGB pixels as its input and predicts RGB tokens.
     raw = select_specs(source.specs, keep_raw)
-    both = sorted(set(raw) & set(tokenized))
-    if both:
-        raise ValueError(f"modalities {both} are both tokenized and kept raw; choose one")
 
     loaded: dict[str, Any] = {}
     records: dict[str, TokenizerRecord] = {}

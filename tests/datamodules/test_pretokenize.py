@@ -32,10 +32,11 @@ FSQ = {
 
 @pytest.fixture(scope="module")
 def tokenizer_dirs(tmp_path_factory):
-    """Untrained (seeded) tokenizer exports for depth, semseg and camera."""
+    """Untrained (seeded) tokenizer exports for rgb, depth, semseg and camera."""
     root = tmp_path_factory.mktemp("tokenizers")
     torch.manual_seed(0)
     modules = {
+        "rgb": VQVAETokenizer.from_config({"modality": "rgb", "quantizer": FSQ, **VIT}),
         "depth": VQVAETokenizer.from_config({"modality": "depth", "quantizer": COSINE, **VIT}),
         "semseg": VQVAETokenizer.from_config({"modality": "semseg", "quantizer": FSQ, **VIT}),
         "camera": VectorVQTokenizer.from_config(
@@ -72,11 +73,12 @@ def test_manifest_records_tokenizers_crops_and_shards(token_dataset, tiny_datase
     source = read_manifest(tiny_dataset)
     assert manifest.num_crops == {"train": 2, "val": 1}
     assert manifest.resolution == source.resolution
-    assert set(manifest.tokenizers) == {"depth", "semseg", "camera"}
+    assert set(manifest.tokenizers) == {"rgb", "depth", "semseg", "camera"}
     assert manifest.tokenizers["depth"].token_shape == [4, 4]
     assert manifest.tokenizers["camera"].token_shape == [2]
     assert manifest.tokenizers["semseg"].vocab_size == 75
     assert {r.dtype for r in manifest.tokenizers.values()} == {"int16"}
+    # RGB is tokenized (4M's target) and kept as pixels (4M's input).
     assert list(manifest.raw) == ["rgb", "caption", "det", "metadata", "color_palette"]
     for split in ("train", "val"):
         assert manifest.num_samples(split) == source.num_samples(split)
@@ -147,8 +149,6 @@ def test_bad_tokenizer_and_modality_arguments_are_clear_errors(
         pretokenize_dataset(tiny_dataset, tmp_path / "a", {"normal": tokenizer_dirs["depth"]})
     with pytest.raises(ValueError, match="unknown modalities \\['dpeth'\\]"):
         pretokenize_dataset(tiny_dataset, tmp_path / "b", {"dpeth": tokenizer_dirs["depth"]})
-    with pytest.raises(ValueError, match="both tokenized and kept raw"):
-        pretokenize_dataset(tiny_dataset, tmp_path / "c", tokenizer_dirs, keep_raw=["rgb", "depth"])
     with pytest.raises(ValueError, match="unknown splits"):
         pretokenize_dataset(tiny_dataset, tmp_path / "d", tokenizer_dirs, splits=["tets"])
 
