@@ -97,6 +97,7 @@ def pretokenize(
     resolution: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    precision: str = "bf16",
 ) -> None:
     """Tokenize a raw dataset with trained tokenizers into token shards (resumable per shard).
 
@@ -117,6 +118,8 @@ def pretokenize(
         resolution: crop side in pixels (default: the dataset's).
         batch_size: samples tokenized together.
         seed: seed of the crops.
+        precision: the tokenizers' forward pass: ``bf16`` autocast (as they were validated,
+            about twice as fast on CPU) or ``32`` (float32).
     """
     from fourm_lightning.datamodules.pretokenize import pretokenize_dataset
 
@@ -130,4 +133,5 @@ def pretokenize(
         resolution=resolution,
         batch_size=batch_size,
         seed=seed,
+        precision=precision,
     )

@@ -78,6 +78,7 @@ def test_manifest_records_tokenizers_crops_and_shards(token_dataset, tiny_datase
     assert manifest.tokenizers["camera"].token_shape == [2]
     assert manifest.tokenizers["semseg"].vocab_size == 75
     assert {r.dtype for r in manifest.tokenizers.values()} == {"int16"}
+    assert manifest.precision == "bf16"  # the default: tokenizers run as they were validated
     # RGB is tokenized (4M's target) and kept as pixels (4M's input).
     assert list(manifest.raw) == ["rgb", "caption", "det", "metadata", "color_palette"]
     for split in ("train", "val"):
@@ -104,7 +105,9 @@ def test_tokens_decode_to_what_the_tokenizers_give_directly(token_dataset, tiny_
                 view = apply_crop(tensors, specs, crop)
                 for name, tokenizer in tokenizers.items():
                     kind = specs[name].kind
-                    direct = tokenizer.encode(kind.collate([view[name]]))[0]
+                    # One crop alone, under the autocast the token dataset records.
+                    with torch.autocast("cpu", torch.bfloat16, manifest.precision == "bf16"):
+                        direct = tokenizer.encode(kind.collate([view[name]]))[0]
                     stored = tok[f"tok_{name}"][k]
                     torch.testing.assert_close(stored, direct, rtol=0, atol=0, msg=name)
                     # Same tokens, so the same reconstruction, number for number.
@@ -140,6 +143,10 @@ def test_other_settings_into_the_same_folder_are_refused(
         pretokenize_dataset(
             tiny_dataset, token_dataset, tokenizer_dirs, num_crops=3, progress=False
         )
+    with pytest.raises(ValueError, match="other settings"):
+        pretokenize_dataset(
+            tiny_dataset, token_dataset, tokenizer_dirs, num_crops=2, precision="32"
+        )
 
 
 def test_bad_tokenizer_and_modality_arguments_are_clear_errors(
@@ -151,6 +158,27 @@ def test_bad_tokenizer_and_modality_arguments_are_clear_errors(
         pretokenize_dataset(tiny_dataset, tmp_path / "b", {"dpeth": tokenizer_dirs["depth"]})
     with pytest.raises(ValueError, match="unknown splits"):
         pretokenize_dataset(tiny_dataset, tmp_path / "d", tokenizer_dirs, splits=["tets"])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        pretokenize_dataset(tiny_dataset, tmp_path / "e", tokenizer_dirs, precision="fp16")
+
+
+def test_float32_precision_gives_the_plain_float32_tokens(tiny_dataset, tokenizer_dirs, tmp_path):
+    out = tmp_path / "tok32"
+    manifest = pretokenize_dataset(
+        tiny_dataset, out, {"depth": tokenizer_dirs["depth"]}, splits=["val"], precision="32"
+    )
+    assert read_token_manifest(out).precision == "32"
+    tokenizer = load_tokenizer(tokenizer_dirs["depth"])
+    specs = {"depth": read_manifest(tiny_dataset).specs["depth"]}
+    stored = torch.stack([t["tok_depth"][0] for t in iter_token_samples(out, "val")])
+    values = []
+    for raw in iter_samples(tiny_dataset, "val", ["depth"]):
+        (crop,) = sample_crops(0, "val", int(raw["__key__"]), 32, 32, 1)
+        tensors = {"depth": specs["depth"].kind.to_tensor(raw["depth"])}
+        values.append(apply_crop(tensors, specs, crop)["depth"])
+    assert manifest.num_samples("val") == len(values)
+    direct = tokenizer.encode(specs["depth"].kind.collate(values))  # no autocast at all
+    assert torch.equal(stored, direct)
 
 
 def test_corrupt_source_sample_names_file_key_and_modality(
