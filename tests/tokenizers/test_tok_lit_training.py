@@ -244,6 +244,22 @@ def test_text_tokenizer_trains_from_shards_and_loads(tiny_dataset, tmp_path):
         load_tokenizer(tmp_path / "text", expected_vocab_size=3)
 
 
+def test_text_tokenizer_main_reports_round_trip_on_the_validation_texts(tiny_dataset, tmp_path):
+    from fourm_lightning.tokenizers.lit_text import evaluate_text_tokenizer, main
+    from fourm_lightning.tokenizers.text import TextTokenizer
+
+    report = main(str(tiny_dataset), str(tmp_path / "text"), num_sentinels=8, num_values=100)
+    assert report["texts"] > 0 and report["vocab_size"] > 0
+    assert report["unk_tokens"] == 0  # the tiny validation captions use the training words
+    assert report["exact_round_trip"] == 1.0
+    assert 0 < report["mean_tokens"] <= report["max_tokens"]
+
+    # A tokenizer that has not seen the words cannot round-trip them: the check can fail.
+    blind = TextTokenizer.train(["a b c"], 415, num_sentinels=8, num_values=100, word_tokens=())
+    poor = evaluate_text_tokenizer(blind, str(tiny_dataset))
+    assert poor["exact_round_trip"] < 1.0 and poor["unk_tokens"] > 0
+
+
 def test_metrics_are_computed_in_float32_under_bf16_autocast():
     # SSIM's local variances cancel catastrophically in bf16; the validation step runs under
     # bf16-mixed autocast, so the metric update must leave autocast (it gave negative SSIM).
