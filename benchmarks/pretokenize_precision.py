@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from fourm_lightning.modalities import DepthMap, LabelMap, ModalityKind, NormalMap
+
 MODALITIES = ("rgb", "depth", "normal", "semseg", "canny_edge", "instance_edge", "camera")
 
 
@@ -29,16 +31,20 @@ def checkpoints(record: Path) -> dict[str, str]:
     return {r["modality"]: r["checkpoint"] for r in results if r["modality"] in MODALITIES}
 
 
-def decoded_distance(name: str, a: torch.Tensor, b: torch.Tensor) -> float:
-    """How far two decoded batches of one modality are apart (see the module docstring)."""
+def decoded_distance(kind: ModalityKind, a: torch.Tensor, b: torch.Tensor) -> float:
+    """How far two decoded batches of one modality are apart (see the module docstring).
+
+    The measure follows the modality's kind: label agreement for label maps, mean angle for
+    normals, relative error for depth, mean absolute difference otherwise.
+    """
     a, b = a.float(), b.float()
-    if name == "semseg":
+    if isinstance(kind, LabelMap):
         return float((a == b).float().mean())
-    if name == "normal":
+    if isinstance(kind, NormalMap):
         unit_a, unit_b = (torch.nn.functional.normalize(x, dim=1) for x in (a, b))
         cos = (unit_a * unit_b).sum(1)
         return float(torch.rad2deg(torch.acos(cos.clamp(-1, 1))).mean())
-    if name == "depth":
+    if isinstance(kind, DepthMap):
         return float((a - b).abs().mean() / b.abs().mean())
     return float((a - b).abs().mean())
 
@@ -54,6 +60,7 @@ def main() -> None:
         iter_token_samples,
         pretokenize_dataset,
     )
+    from fourm_lightning.datamodules.shards import read_manifest
     from fourm_lightning.tokenizers.loading import load_tokenizer
 
     paths = checkpoints(args.tokenizers)
@@ -74,6 +81,7 @@ def main() -> None:
             tokens[precision] = {
                 n: torch.stack([s[f"tok_{n}"][0] for s in samples]).long() for n in paths
             }
+        specs = read_manifest(args.data_dir).specs
         for name, path in paths.items():
             tokenizer = load_tokenizer(path)
             a, b = tokens["bf16"][name], tokens["32"][name]
@@ -84,7 +92,7 @@ def main() -> None:
                 ]
             report[name] = {
                 "token_agreement": round(float((a == b).float().mean()), 4),
-                "decoded_difference": round(decoded_distance(name, *decoded), 4),
+                "decoded_difference": round(decoded_distance(specs[name].kind, *decoded), 4),
             }
     print(json.dumps(report))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -10,7 +9,12 @@ from typing import Any, Literal
 from lightning.pytorch import LightningDataModule
 
 from fourm_lightning.datamodules.shards import MANIFEST_NAME, Manifest, read_manifest, select_specs
-from fourm_lightning.datamodules.stream import EpochDataLoader, ShardStream, make_loader
+from fourm_lightning.datamodules.stream import (
+    EpochDataLoader,
+    ShardStream,
+    epoch_batches_per_worker,
+    make_loader,
+)
 from fourm_lightning.datamodules.transforms import AlignedTransform
 from fourm_lightning.modalities import ModalitySpec, builtin_modalities, specs_by_name
 
@@ -226,8 +230,9 @@ class MultimodalDataModule(LightningDataModule):
         batches_per_worker = None
         if train:
             samples = self.epoch_samples or manifest.num_samples(split)
-            readers = self._world_size() * max(1, self.num_workers)
-            batches_per_worker = max(1, math.ceil(samples / (batch_size * readers)))
+            batches_per_worker = epoch_batches_per_worker(
+                samples, batch_size, self._world_size(), self.num_workers
+            )
         return ShardStream(
             urls,
             self.specs,

@@ -53,6 +53,7 @@ from fourm_lightning.datamodules.shards import (
     file_sha256,
     iter_raw_samples,
     load_sample,
+    path_sha256,
     read_manifest,
     select_specs,
 )
@@ -203,17 +204,6 @@ def _crop_json(crops: Sequence[Crop]) -> bytes:
 # ----------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------
-
-
-def _tokenizer_sha256(path: Path) -> str:
-    """Hash of a checkpoint file, or of the files of an export folder (sorted by name)."""
-    if path.is_file():
-        return file_sha256(path)
-    digest = hashlib.sha256()
-    for child in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(child.relative_to(path).as_posix().encode())
-        digest.update(file_sha256(child).encode())
-    return digest.hexdigest()
 
 
 def _token_dtype(vocab_size: int) -> np.dtype:
@@ -434,7 +424,7 @@ def pretokenize_dataset(
         records[name] = TokenizerRecord(
             modality=name,
             path=str(path),
-            sha256=_tokenizer_sha256(Path(path)),
+            sha256=path_sha256(Path(path)),
             vocab_size=int(tokenizer.vocab_size),
             token_shape=shape,
             dtype=_token_dtype(int(tokenizer.vocab_size)).name,

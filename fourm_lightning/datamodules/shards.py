@@ -194,6 +194,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def path_sha256(path: Path) -> str:
+    """Hash of a file, or of a folder's files (relative names and contents, sorted by name)."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(child.relative_to(path).as_posix().encode())
+        digest.update(file_sha256(child).encode())
+    return digest.hexdigest()
+
+
 # ----------------------------------------------------------------------------------------------
 # Manifest
 # ----------------------------------------------------------------------------------------------

@@ -180,7 +180,7 @@ def process_samples(
 
 def batch_samples(
     samples: Iterable[Mapping[str, Any]],
-    specs: Mapping[str, ModalitySpec],
+    collate_fn: Callable[[list[Mapping[str, Any]]], dict[str, Any]],
     batch_size: int,
     tally: ErrorTally,
     partial: bool,
@@ -190,12 +190,12 @@ def batch_samples(
     for sample in samples:
         buffer.append(sample)
         if len(buffer) == batch_size:
-            batch = collate(buffer, specs)
+            batch = collate_fn(buffer)
             batch["__skipped__"] = tally.pop()
             yield batch
             buffer = []
     if buffer and partial:
-        batch = collate(buffer, specs)
+        batch = collate_fn(buffer)
         batch["__skipped__"] = tally.pop()
         yield batch
 
@@ -220,6 +220,14 @@ def _split_by_node(
         return
     rank, world_size = node
     yield from islice(src, rank, None, world_size)
+
+
+def epoch_batches_per_worker(
+    epoch_samples: int, batch_size: int, world_size: int, num_workers: int
+) -> int:
+    """Batches each worker of each rank yields per training epoch of ``epoch_samples``."""
+    readers = world_size * max(1, num_workers)
+    return max(1, math.ceil(epoch_samples / (batch_size * readers)))
 
 
 class ShardStream(IterableDataset):
@@ -323,11 +331,30 @@ class ShardStream(IterableDataset):
             rng = None
             shards = wds.split_by_worker(_split_by_node(wds.SimpleShardList(self.urls), self.node))
             raws = read_shards(shards, tally, self._expected())
-        samples = process_samples(raws, self.specs, self.source, self.transform, rng, tally)
-        batches = batch_samples(samples, self.specs, self.batch_size, tally, partial=not self.train)
+        samples = self.process(raws, rng, tally)
+        batches = batch_samples(samples, self.collate, self.batch_size, tally, not self.train)
         if self.train:
             batches = islice(batches, self.batches_per_worker)
         yield from batches
+
+    def process(
+        self,
+        raws: Iterable[Mapping[str, Any]],
+        rng: np.random.Generator | None,
+        tally: ErrorTally,
+    ) -> Iterator[dict[str, Any]]:
+        """Raw samples -> ready samples (decode, validate, aligned crop); subclasses change it.
+
+        Args:
+            raws: raw WebDataset samples.
+            rng: the worker's generator (None for evaluation streams).
+            tally: where bad samples are counted.
+        """
+        return process_samples(raws, self.specs, self.source, self.transform, rng, tally)
+
+    def collate(self, samples: list[Mapping[str, Any]]) -> dict[str, Any]:
+        """Samples -> one batch (each kind's ``collate``)."""
+        return collate(samples, self.specs)
 
     def __len__(self) -> int:
         """Batches per epoch over all workers of this rank (an upper bound for evaluation)."""

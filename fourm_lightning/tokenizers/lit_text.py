@@ -23,6 +23,27 @@ from fourm_lightning.tokenizers.serializers import BoxSerializer
 from fourm_lightning.tokenizers.text import TextTokenizer, default_word_tokens
 
 
+def _dataset_texts(data_dir: str, split: str, modalities: list[str] | None) -> list[str]:
+    """Every text of ``modalities`` (default: each ``CaptionText`` modality) in a split.
+
+    Raises:
+        ValueError: the dataset has no caption modality, or the split has no texts.
+    """
+    from fourm_lightning.datamodules.shards import iter_samples, read_manifest
+
+    manifest = read_manifest(data_dir)
+    if modalities is None:
+        modalities = [n for n, s in manifest.specs.items() if isinstance(s.kind, CaptionText)]
+    if not modalities:
+        raise ValueError(f"{data_dir} has no caption modality to train a text tokenizer on")
+    texts = [
+        sample[name] for sample in iter_samples(data_dir, split, modalities) for name in modalities
+    ]
+    if not texts:
+        raise ValueError(f"{data_dir}: split {split!r} has no texts in {modalities}")
+    return texts
+
+
 def train_text_tokenizer(
     data_dir: str,
     out_dir: str,
@@ -49,16 +70,7 @@ def train_text_tokenizer(
     Returns:
         The trained tokenizer (also saved in ``out_dir``).
     """
-    from fourm_lightning.datamodules.shards import iter_samples, read_manifest
-
-    manifest = read_manifest(data_dir)
-    if modalities is None:
-        modalities = [n for n, s in manifest.specs.items() if isinstance(s.kind, CaptionText)]
-    if not modalities:
-        raise ValueError(f"{data_dir} has no caption modality to train a text tokenizer on")
-    texts = [
-        sample[name] for sample in iter_samples(data_dir, split, modalities) for name in modalities
-    ]
+    texts = _dataset_texts(data_dir, split, modalities)
     # Serializer words become whole-word tokens so that "cube" or "purple" is never split.
     words = tuple(
         dict.fromkeys([*default_word_tokens(), *(w.lower() for w in BoxSerializer().words)])
@@ -94,16 +106,7 @@ def evaluate_text_tokenizer(
         lower-cased ``t``), ``unk_tokens`` (count of ``[UNK]`` ids), ``mean_tokens`` and
         ``max_tokens`` (ids per text, without ``[SOS]``/``[EOS]``).
     """
-    from fourm_lightning.datamodules.shards import iter_samples, read_manifest
-
-    manifest = read_manifest(data_dir)
-    if modalities is None:
-        modalities = [n for n, s in manifest.specs.items() if isinstance(s.kind, CaptionText)]
-    texts = [
-        sample[name] for sample in iter_samples(data_dir, split, modalities) for name in modalities
-    ]
-    if not texts:
-        raise ValueError(f"{data_dir}: split {split!r} has no texts in {modalities}")
+    texts = _dataset_texts(data_dir, split, modalities)
     ids = tokenizer.encode_batch(texts)
     exact = sum(tokenizer.decode(i) == t.lower() for i, t in zip(ids, texts, strict=True))
     lengths = [len(i) for i in ids]
