@@ -173,6 +173,14 @@ class ModalityKind(ABC):
     def render(self, value: Any, ax: Axes) -> None:
         """Draw one sample-form value on a matplotlib axis for figures and notebooks."""
 
+    def text_chunks(self, value: Any) -> list[str]:
+        """Stored form -> the text the shared vocabulary tokenizes, as chunks.
+
+        Span masking treats a chunk as one unit (metadata: one chunk per key); plain sequences
+        are one chunk. Only text-like kinds have a text form.
+        """
+        raise TypeError(f"{type(self).__name__} values have no text form")
+
     def to_config(self) -> dict[str, Any]:
         """``{"class_path": ..., "init_args": {...}}``, the form jsonargparse and manifests use."""
         from dataclasses import asdict
@@ -539,6 +547,9 @@ class CaptionText(ModalityKind):
     def collate(self, values: Sequence[str]) -> list[str]:  # noqa: D102
         return list(values)
 
+    def text_chunks(self, value: str) -> list[str]:  # noqa: D102
+        return [value]
+
     def render(self, value: str, ax: Axes) -> None:  # noqa: D102
         _text_axis(ax, value)
 
@@ -634,6 +645,12 @@ class BoxesText(_JsonKind):
                 out[name] = [items[i] for i in idx]
         return out
 
+    def text_chunks(self, value: list[dict[str, Any]]) -> list[str]:
+        """One chunk: the boxes as ``BoxSerializer`` writes them (4M masks boxes as one text)."""
+        from fourm_lightning.tokenizers.serializers import BoxSerializer
+
+        return [BoxSerializer(class_names=self.class_names).serialize(value)]
+
     def render(self, value: dict[str, Any], ax: Axes) -> None:
         """Draw boxes on the axis' current image (or on an empty unit square)."""
         from matplotlib.patches import Rectangle
@@ -685,6 +702,13 @@ class MetadataText(_JsonKind):
                 low, high = self.ranges[key]
                 _expect(low <= item <= high, f"metadata {key!r}={item} outside [{low}, {high}]")
 
+    def text_chunks(self, value: dict[str, float]) -> list[str]:
+        """One ``v1=<key> v0=<value>`` chunk per key, so masking hides or shows whole entries."""
+        from fourm_lightning.tokenizers.serializers import MetadataSerializer
+
+        serializer = MetadataSerializer(**({"ranges": self.ranges} if self.ranges else {}))
+        return [serializer.serialize({key: item}) for key, item in value.items()]
+
     def render(self, value: dict[str, float], ax: Axes) -> None:  # noqa: D102
         _text_axis(ax, "\n".join(f"{k}: {v:.3g}" for k, v in value.items()))
 
@@ -710,6 +734,11 @@ class PaletteText(_JsonKind):
                 rgb is not None and len(rgb) == 3 and all(0 <= c <= 255 for c in rgb),
                 f"colour {i} needs 'rgb' with 3 values in 0..255, got {item!r}",
             )
+
+    def text_chunks(self, value: list[dict[str, Any]]) -> list[str]:  # noqa: D102
+        from fourm_lightning.tokenizers.serializers import PaletteSerializer
+
+        return [PaletteSerializer(max_colors=self.max_colors).serialize(value)]
 
     def render(self, value: list[dict[str, Any]], ax: Axes) -> None:
         """Swatches whose widths are the colours' shares."""
