@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,70 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         progress=False,
     )
     return out
+
+
+VIT = {"image_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+COSINE = {
+    "class_path": "fourm_lightning.tokenizers.quantizers.CosineVQ",
+    "init_args": {"dim": 8, "codebook_size": 64},
+}
+FSQ = {
+    "class_path": "fourm_lightning.tokenizers.quantizers.FSQQuantizer",
+    "init_args": {"levels": [5, 5, 3]},
+}
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dirs(tmp_path_factory):
+    """Untrained (seeded) tokenizer exports for rgb, depth, semseg and camera."""
+    import torch
+
+    from fourm_lightning.tokenizers.lit_mlp_vq import VectorVQTokenizer
+    from fourm_lightning.tokenizers.lit_vqvae import VQVAETokenizer
+
+    root = tmp_path_factory.mktemp("tokenizers")
+    torch.manual_seed(0)
+    modules = {
+        "rgb": VQVAETokenizer.from_config({"modality": "rgb", "quantizer": FSQ, **VIT}),
+        "depth": VQVAETokenizer.from_config({"modality": "depth", "quantizer": COSINE, **VIT}),
+        "semseg": VQVAETokenizer.from_config({"modality": "semseg", "quantizer": FSQ, **VIT}),
+        "camera": VectorVQTokenizer.from_config(
+            {"modality": "camera", "quantizer": COSINE, "num_tokens": 2, "hidden_dim": 16}
+        ),
+    }
+    return {name: str(module.export(root / name)) for name, module in modules.items()}
+
+
+@pytest.fixture(scope="session")
+def token_dataset(tiny_dataset, tokenizer_dirs, tmp_path_factory):
+    """The tiny dataset pre-tokenized with ``tokenizer_dirs`` (2 crops per train sample)."""
+    from fourm_lightning.cli import main
+
+    out = tmp_path_factory.mktemp("tokens") / "tok"
+    main(
+        [
+            "data",
+            "pretokenize",
+            "--data-dir",
+            str(tiny_dataset),
+            "--out",
+            str(out),
+            "--tokenizers",
+            json.dumps(tokenizer_dirs),
+            "--num-crops",
+            "2",
+            "--batch-size",
+            "5",  # not a divisor of the shard size: chunks straddle nothing, end short
+        ]
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def text_tokenizer_dir(tiny_dataset, tmp_path_factory):
+    """A WordPiece text tokenizer trained on the tiny dataset's captions."""
+    from fourm_lightning.tokenizers.lit_text import train_text_tokenizer
+
+    out = tmp_path_factory.mktemp("text_tokenizer")
+    train_text_tokenizer(str(tiny_dataset), str(out), vocab_size=4200)
+    return str(out)

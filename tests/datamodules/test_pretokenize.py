@@ -1,11 +1,8 @@
 """Pre-tokenization: token shards decode to what the tokenizers give directly, resume, errors."""
 
-import json
-
 import pytest
 import torch
 
-from fourm_lightning.cli import main
 from fourm_lightning.datamodules.pretokenize import (
     iter_token_samples,
     pretokenize_dataset,
@@ -15,57 +12,7 @@ from fourm_lightning.datamodules.pretokenize import (
 from fourm_lightning.datamodules.shards import iter_samples, read_manifest
 from fourm_lightning.datamodules.transforms import apply_crop
 from fourm_lightning.modalities import DataError
-from fourm_lightning.tokenizers.lit_mlp_vq import VectorVQTokenizer
-from fourm_lightning.tokenizers.lit_vqvae import VQVAETokenizer
 from fourm_lightning.tokenizers.loading import load_tokenizer
-
-VIT = {"image_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
-COSINE = {
-    "class_path": "fourm_lightning.tokenizers.quantizers.CosineVQ",
-    "init_args": {"dim": 8, "codebook_size": 64},
-}
-FSQ = {
-    "class_path": "fourm_lightning.tokenizers.quantizers.FSQQuantizer",
-    "init_args": {"levels": [5, 5, 3]},
-}
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dirs(tmp_path_factory):
-    """Untrained (seeded) tokenizer exports for rgb, depth, semseg and camera."""
-    root = tmp_path_factory.mktemp("tokenizers")
-    torch.manual_seed(0)
-    modules = {
-        "rgb": VQVAETokenizer.from_config({"modality": "rgb", "quantizer": FSQ, **VIT}),
-        "depth": VQVAETokenizer.from_config({"modality": "depth", "quantizer": COSINE, **VIT}),
-        "semseg": VQVAETokenizer.from_config({"modality": "semseg", "quantizer": FSQ, **VIT}),
-        "camera": VectorVQTokenizer.from_config(
-            {"modality": "camera", "quantizer": COSINE, "num_tokens": 2, "hidden_dim": 16}
-        ),
-    }
-    return {name: str(module.export(root / name)) for name, module in modules.items()}
-
-
-@pytest.fixture(scope="module")
-def token_dataset(tiny_dataset, tokenizer_dirs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tokens") / "tok"
-    main(
-        [
-            "data",
-            "pretokenize",
-            "--data-dir",
-            str(tiny_dataset),
-            "--out",
-            str(out),
-            "--tokenizers",
-            json.dumps(tokenizer_dirs),
-            "--num-crops",
-            "2",
-            "--batch-size",
-            "5",  # not a divisor of the shard size: chunks straddle nothing, end short
-        ]
-    )
-    return out
 
 
 def test_manifest_records_tokenizers_crops_and_shards(token_dataset, tiny_dataset, tokenizer_dirs):

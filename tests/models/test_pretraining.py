@@ -1,0 +1,289 @@
+"""4M pretraining end to end through the real CLI on the tiny token dataset, and its weights."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fourm_lightning.cli import main
+from fourm_lightning.datamodules.masking import MixtureComponent
+from fourm_lightning.datamodules.tokens import TokenDataModule
+from fourm_lightning.models import FourM, ImageTokenDomain, TextDomain
+from fourm_lightning.pretraining import FourMPretraining, warmup_cosine
+from fourm_lightning.tokenizers.text import TextTokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def domain_configs(tokenizer_dirs, text_dir, text_vocab):
+    def entry(cls, **args):
+        return {"class_path": f"fourm_lightning.models.domains.{cls}", "init_args": args}
+
+    out = [entry("PixelDomain", name="rgb", image_size=32, patch_size=8)]
+    for name, vocab in (("rgb", 75), ("depth", 64), ("semseg", 75)):
+        out.append(
+            entry("ImageTokenDomain", name=f"tok_{name}", vocab_size=vocab, grid=4,
+                  tokenizer=tokenizer_dirs[name])
+        )  # fmt: skip
+    out.append(
+        entry("VectorTokenDomain", name="tok_camera", vocab_size=64, length=2,
+              tokenizer=tokenizer_dirs["camera"])
+    )  # fmt: skip
+    for name, length, chunked in (
+        ("caption", 24, False),
+        ("det", 24, False),
+        ("metadata", 24, True),
+    ):
+        out.append(
+            entry("TextDomain", name=name, vocab_size=text_vocab, max_tokens=length,
+                  chunked=chunked, tokenizer=text_dir)
+        )  # fmt: skip
+    return out
+
+
+MIXTURE = [
+    {
+        "name": "all2all",
+        "input_alphas": dict.fromkeys(
+            [
+                "rgb",
+                "tok_rgb",
+                "tok_depth",
+                "tok_semseg",
+                "tok_camera",
+                "caption",
+                "det",
+                "metadata",
+            ],
+            0.5,
+        ),
+        "target_alphas": dict.fromkeys(
+            ["tok_rgb", "tok_depth", "tok_semseg", "tok_camera", "caption", "det", "metadata"], 0.5
+        ),
+    },
+    {"name": "rgb2all", "input_alphas": {"rgb": 1000.0}, "target_alphas": {"tok_depth": 1.0}},
+]
+
+
+@pytest.fixture(scope="module")
+def experiment(token_dataset, tokenizer_dirs, text_tokenizer_dir, tmp_path_factory):
+    """A complete fit config for the tiny token dataset (like fourm_nano_synth.yaml)."""
+    root = tmp_path_factory.mktemp("fourm")
+    vocab = TextTokenizer.load(text_tokenizer_dir).vocab_size
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "precision": "bf16-mixed",
+            "max_steps": 4,
+            "val_check_interval": 2,
+            "check_val_every_n_epoch": None,
+            "limit_val_batches": 2,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "default_root_dir": str(root),
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(root), "name": "fourm"},
+            },
+            "callbacks": [
+                {
+                    "class_path": "fourm_lightning.callbacks.ModelCheckpoint",
+                    "init_args": {"save_last": True, "every_n_train_steps": 2},
+                }
+            ],
+        },
+        "model": {
+            "class_path": "fourm_lightning.pretraining.FourMPretraining",
+            "init_args": {
+                "dim": 32,
+                "encoder_depth": 1,
+                "decoder_depth": 1,
+                "num_heads": 2,
+                "warmup_steps": 2,
+                "domains": domain_configs(tokenizer_dirs, text_tokenizer_dir, vocab),
+            },
+        },
+        "data": {
+            "class_path": "fourm_lightning.datamodules.tokens.TokenDataModule",
+            "init_args": {
+                "data_dir": str(token_dataset),
+                "batch_size": 4,
+                "num_workers": 0,
+                "input_tokens": [8, 24],
+                "target_tokens": [16, 16],
+                "epoch_samples": 24,
+                "mixture": MIXTURE,
+            },
+        },
+    }
+    path = root / "fourm_tiny.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(experiment):
+    cli = main(["fit", "--config", str(experiment)])
+    return cli, experiment.parent / "fourm" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def test_fit_through_the_cli_logs_every_modality_and_checkpoints(fitted):
+    cli, last = fitted
+    assert cli.trainer.global_step == 4 and last.is_file()
+    metrics = cli.trainer.logged_metrics
+    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
+    assert any(k.startswith("val/loss_tok_depth") for k in metrics)
+    assert any(k.startswith("train/acc_") for k in metrics)
+
+
+def test_lightning_checkpoint_round_trip(fitted):
+    cli, last = fitted
+    loaded = FourMPretraining.load_from_checkpoint(last, map_location="cpu")
+    for name, value in cli.model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, msg=name)
+    assert set(loaded.tokenizer_records) == {
+        "tok_rgb", "tok_depth", "tok_semseg", "tok_camera", "caption", "det", "metadata",
+    }  # fmt: skip
+    assert all(len(r["sha256"]) == 64 for r in loaded.tokenizer_records.values())
+
+
+def val_batch(cli):
+    datamodule = cli.datamodule
+    return next(iter(datamodule.val_dataloader()))
+
+
+def test_save_and_from_pretrained_round_trip(fitted, tmp_path):
+    cli, _ = fitted
+    module = cli.model.eval()
+    folder = module.save_pretrained(tmp_path / "export")
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors"}
+    model = FourM.from_pretrained(folder, check_tokenizers=True)
+    batch = val_batch(cli)
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch).loss, module.model(batch).loss)
+    assert model.tokenizer_records == module.tokenizer_records
+
+
+def test_from_pretrained_refuses_a_changed_tokenizer(tokenizer_dirs, tmp_path):
+    copy = Path(shutil.copytree(tokenizer_dirs["depth"], tmp_path / "tok_depth"))
+    domain = ImageTokenDomain("tok_depth", vocab_size=64, grid=4, tokenizer=str(copy))
+    module = FourMPretraining([domain], dim=16, encoder_depth=1, decoder_depth=1, num_heads=2)
+    folder = module.save_pretrained(tmp_path / "export")
+    FourM.from_pretrained(folder, check_tokenizers=True)  # unchanged: fine
+    weights = next(p for p in copy.iterdir() if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="domain 'tok_depth' was trained with the tokenizer"):
+        FourM.from_pretrained(folder, check_tokenizers=True)
+
+
+def test_vocabulary_that_differs_from_the_tokenizer_is_an_error(tokenizer_dirs, text_tokenizer_dir):
+    domain = ImageTokenDomain(
+        "tok_depth", vocab_size=1000, grid=4, tokenizer=tokenizer_dirs["depth"]
+    )
+    with pytest.raises(ValueError, match=r"'tok_depth': vocab_size 1000 but its tokenizer .* 64"):
+        FourMPretraining([domain], dim=16, encoder_depth=1, decoder_depth=1, num_heads=2)
+    text = TextDomain("caption", vocab_size=7, tokenizer=text_tokenizer_dir)
+    with pytest.raises(ValueError, match="'caption': vocab_size 7 but its tokenizer"):
+        FourMPretraining([text], dim=16, encoder_depth=1, decoder_depth=1, num_heads=2)
+
+
+def test_datamodule_checks_domains_against_the_token_dataset(token_dataset):
+    def datamodule(domain):
+        mixture = [MixtureComponent({domain.name: 1.0}, {domain.name: 1.0})]
+        return TokenDataModule(str(token_dataset), mixture, domains=[domain])
+
+    wrong = ImageTokenDomain("tok_depth", vocab_size=99, grid=4)
+    with pytest.raises(ValueError, match=r"'tok_depth': vocab_size 99 but the dataset's 'depth'"):
+        datamodule(wrong).setup()
+    missing = ImageTokenDomain("tok_normal", vocab_size=64, grid=4)
+    with pytest.raises(ValueError, match="no tokens of 'normal' for domain 'tok_normal'"):
+        datamodule(missing).setup()
+    not_kept = TextDomain("instance_text", source="scene", vocab_size=10)
+    with pytest.raises(ValueError, match="reads raw 'scene', which the dataset did not keep"):
+        datamodule(not_kept).setup()
+
+
+def test_training_batch_missing_a_modality_is_an_error(fitted):
+    cli, _ = fitted
+    batch = val_batch(cli)
+    del batch["caption"]
+    with pytest.raises(KeyError, match=r"lacks the model's modalities \['caption'\]"):
+        cli.model.training_step(batch, 0)
+
+
+def test_validation_masks_are_deterministic(fitted):
+    cli, _ = fitted
+    first, second = val_batch(cli), val_batch(cli)
+    for name, value in first.items():
+        if isinstance(value, dict):
+            for key, tensor in value.items():
+                assert torch.equal(tensor, second[name][key]), (name, key)
+
+
+def test_resume_continues_the_schedule_and_optimizer(fitted, experiment):
+    _, last = fitted
+    resumed = main(
+        ["fit", "--config", str(experiment), "--trainer.max_steps", "6", "--ckpt_path", str(last)]
+    )
+    assert resumed.trainer.global_step == 6
+    optimizer = resumed.trainer.optimizers[0]
+    steps = {int(state["step"]) for state in optimizer.state.values()}
+    assert steps == {6}  # 4 restored + 2 new, not a fresh optimizer
+    scheduler = resumed.trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.last_epoch == 6
+
+
+def test_no_decay_groups_and_schedule():
+    module = FourMPretraining(
+        [ImageTokenDomain("tok", vocab_size=8, grid=2)], dim=16, encoder_depth=1,
+        decoder_depth=1, num_heads=2,
+    )  # fmt: skip
+    decay, plain = module.parameter_groups()
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    assert all("norm" in names[id(p)] or names[id(p)].endswith("bias") for p in plain["params"])
+    assert any(names[id(p)].endswith("mod_emb") for p in decay["params"])
+    assert plain["weight_decay"] == 0.0 and decay["weight_decay"] == 0.05
+    assert warmup_cosine(0, 10, 100, 0.0) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 100, 0.0) == pytest.approx(1.0)
+    assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_experiment_config_parses_with_every_builtin_domain():
+    from fourm_lightning.cli import lightning_cli
+
+    config = ROOT / "configs/experiment/fourm_nano_synth.yaml"
+    cli = lightning_cli(
+        ["--config", str(config), "--model.init_args.check_tokenizers", "false"], run=False
+    )
+    assert len(cli.model.domains) == 12
+    assert cli.model.model.trunk_parameters() == pytest.approx(7.4e6, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "mixture", ["all2all_rgb2all_captionbias", "rgb2all", "all2all_multialpha"]
+)
+def test_mixture_files_load_as_yaml_lists_for_the_builtin_domains(mixture):
+    from fourm_lightning.cli import lightning_cli
+    from fourm_lightning.datamodules.masking import check_mixture
+
+    config = ROOT / "configs/experiment/fourm_nano_synth.yaml"
+    path = ROOT / "configs/mixture" / f"{mixture}.yaml"
+    cli = lightning_cli(
+        [
+            "--config", str(config), "--model.init_args.check_tokenizers", "false",
+            "--data.init_args.mixture", str(path),
+        ],
+        run=False,
+    )  # fmt: skip
+    assert len(cli.datamodule.mixture) == len(yaml.safe_load(path.read_text()))
+    check_mixture(cli.datamodule.mixture, list(cli.model.domains))
+
+
+def test_experiment_inline_mixture_is_the_mixture_file():
+    experiment = yaml.safe_load((ROOT / "configs/experiment/fourm_nano_synth.yaml").read_text())
+    path = ROOT / "configs/mixture/all2all_rgb2all_captionbias.yaml"
+    assert experiment["data"]["init_args"]["mixture"] == yaml.safe_load(path.read_text())
