@@ -68,28 +68,44 @@ def summarize(run: Path) -> list[dict]:
     return rows
 
 
+def smooth(values: list[float], weight: float = 0.8) -> list[float]:
+    """Exponential moving average (TensorBoard's smoothing) of a noisy per-batch curve."""
+    out, last = [], values[0]
+    for value in values:
+        last = weight * last + (1 - weight) * value
+        out.append(last)
+    return out
+
+
 def plot(run: Path, out: Path) -> None:
-    """Validation loss per domain over steps, with dashed ln(V) lines."""
+    """Training (smoothed) and validation loss per domain over steps, with dashed ln(V) lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scalars = read_scalars(run)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
     for i, (name, vocab) in enumerate(vocabularies(run).items()):
-        losses = scalars.get(f"val/loss_{name}")
-        if not losses:
-            continue
         color = plt.cm.tab20(i % 20)
-        steps, values = zip(*losses, strict=True)
-        ax.plot(steps, values, marker="o", ms=3, color=color, label=f"{name} (V={vocab})")
-        ax.axhline(math.log(vocab), color=color, ls="--", lw=0.8)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation cross-entropy (nats); dashed: ln V")
-    ax.set_title(f"4M per-modality validation loss: {run}")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_ylim(bottom=0)
+        for ax, stage in zip(axes, ("train", "val"), strict=True):
+            losses = scalars.get(f"{stage}/loss_{name}")
+            if not losses:
+                continue
+            steps, values = zip(*losses, strict=True)
+            if stage == "train":
+                ax.plot(steps, smooth(list(values)), color=color, lw=1.2, label=name)
+            else:
+                ax.plot(steps, values, marker="o", ms=3, color=color, label=f"{name} (V={vocab})")
+            ax.axhline(math.log(vocab), color=color, ls="--", lw=0.8)
+    axes[0].set_title("training loss per modality (EMA 0.8 over logged batches)")
+    axes[1].set_title("validation loss per modality (full val split, fixed masks)")
+    axes[0].set_ylabel("cross-entropy (nats); dashed: ln V, the uniform baseline")
+    for ax in axes:
+        ax.set_xlabel("training step")
+        ax.set_ylim(bottom=0)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"4M per-modality losses: {run}")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
