@@ -76,6 +76,19 @@ class FourMOutput:
 
 
 @dataclass
+class DecoderCache:
+    """KV cache of incremental decoding.
+
+    Per block: self-attention keys/values (grown in place) and cross-attention keys/values
+    (fixed); plus the encoder's (B, 1, 1, N) key mask.
+    """
+
+    self_kv: list[dict[str, Tensor]]
+    cross_kv: list[tuple[Tensor, Tensor]]
+    cross_mask: Tensor
+
+
+@dataclass
 class Encoded:
     """Encoder output: ``tokens`` (B, N, D) normed, ``emb`` (B, N, D), ``valid`` (B, N) bool."""
 
@@ -395,6 +408,26 @@ class FourM(nn.Module):
             h = block(h, context, self_mask, cross_mask)
         return self.decoder_norm(h)
 
+    def start_decoding(self, encoded: Encoded) -> DecoderCache:
+        """A KV cache for token-by-token decoding of one sequence against ``encoded``.
+
+        The cross-attention keys and values are computed here, once per encoder pass.
+        """
+        context = self.decoder_proj_context(encoded.tokens) + encoded.emb
+        return DecoderCache(
+            self_kv=[{} for _ in self.decoder],
+            cross_kv=[block.context_kv(context) for block in self.decoder],
+            cross_mask=self._attendable(encoded.valid)[:, None, None, :],
+        )
+
+    def decode_step(self, x: Tensor, cache: DecoderCache) -> Tensor:
+        """Decoder inputs of the next token(s) (B, n, D), content + emb -> normed (B, n, D)."""
+        for block, self_kv, cross_kv in zip(
+            self.decoder, cache.self_kv, cache.cross_kv, strict=True
+        ):
+            x = block.step(x, self_kv, cross_kv, cache.cross_mask)
+        return self.decoder_norm(x)
+
     def logits(self, name: str, hidden: Tensor) -> Tensor:
         """Domain ``name``'s head: (..., D) -> (..., V)."""
         return self.decoder_embeddings[name].head(hidden)
@@ -442,4 +475,4 @@ class FourM(nn.Module):
         return FourMOutput(total, losses)
 
 
-__all__ = ["DomainLoss", "Encoded", "FourM", "FourMOutput", "gather_valid"]
+__all__ = ["DecoderCache", "DomainLoss", "Encoded", "FourM", "FourMOutput", "gather_valid"]

@@ -148,11 +148,45 @@ class Attention(nn.Module):
         if self.cross:
             if context is None:
                 raise ValueError("cross-attention needs a context")
-            q = rearrange(self.q(x), "b n (h d) -> b h n d", h=h)
-            k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=h)
-        else:
-            q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=h)
+            k, v = self.context_kv(context)
+            return self.attend_kv(x, k, v, mask)
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=h)
         q, k = self.q_norm(q), self.k_norm(k)
+        out = attend(q, k, v, mask, self.impl)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+    def context_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values of a context: (B, M, D) -> 2 x (B, H, M, d).
+
+        Computed once per encoder pass when decoding token by token.
+        """
+        k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.num_heads)
+        return self.k_norm(k), v
+
+    def attend_kv(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Cross-attention of queries ``x`` (B, N, D) to given keys/values -> (B, N, D)."""
+        q = self.q_norm(rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads))
+        out = attend(q, k, v, mask, self.impl)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+    def forward_cached(self, x: Tensor, cache: dict[str, Tensor]) -> Tensor:
+        """Self-attention of new tokens (B, n, D) to the cached ones and themselves (causal).
+
+        ``cache`` holds ``"k"``/``"v"`` (B, H, t, d) of earlier tokens and is extended in place.
+        The n new tokens attend every cached token and the new ones up to themselves.
+        """
+        q, k, v = rearrange(
+            self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads
+        )
+        q, k = self.q_norm(q), self.k_norm(k)
+        if "k" in cache:
+            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+        cache["k"], cache["v"] = k, v
+        n, total = q.shape[2], k.shape[2]
+        mask = None
+        if n > 1:  # new tokens see the past and themselves causally
+            rows = torch.arange(total - n, total, device=x.device)[:, None]
+            mask = torch.arange(total, device=x.device)[None, :] <= rows
         out = attend(q, k, v, mask, self.impl)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -261,6 +295,26 @@ class DecoderBlock(nn.Module):
         ctx = self.context_norm(context)
         x = x + self.drop_path(self.cross_attn(self.query_norm(x), cross_mask, ctx))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def context_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """This block's cross-attention keys/values of the (projected) encoder output."""
+        return self.cross_attn.context_kv(self.context_norm(context))
+
+    def step(
+        self,
+        x: Tensor,
+        cache: dict[str, Tensor],
+        cross_kv: tuple[Tensor, Tensor],
+        cross_mask: Tensor,
+    ) -> Tensor:
+        """Incremental decoding (inference): new tokens (B, n, D) with a KV cache -> (B, n, D).
+
+        Equal to ``forward`` on the whole prefix for the new positions when the decoder holds
+        one causal sequence (``cache`` grows in place; ``cross_kv`` from ``context_kv``).
+        """
+        x = x + self.self_attn.forward_cached(self.norm1(x), cache)
+        x = x + self.cross_attn.attend_kv(self.query_norm(x), *cross_kv, cross_mask)
+        return x + self.mlp(self.norm2(x))
 
 
 def init_weights(module: nn.Module) -> None:
