@@ -188,14 +188,23 @@ class FourMPretraining(LightningModule):
             {"params": plain, "weight_decay": 0.0},
         ]
 
+    def use_fused_adamw(self) -> bool:
+        """Whether AdamW can use its fused kernel here.
+
+        It is 5x faster than the default on this CPU (12 vs 60 ms for 25M parameters), but
+        Lightning refuses gradient clipping with it under mixed precision (the fused step would
+        unscale gradients itself), and FSDP2's sharded parameters keep the default kernel.
+        """
+        trainer = getattr(self, "_trainer", None)
+        clipping = bool(trainer is not None and trainer.gradient_clip_val)
+        return self.device_mesh is None and not clipping
+
     def configure_optimizers(self) -> Any:  # noqa: D102
-        # The fused kernel is 5x faster than the default on this CPU (12 vs 60 ms for 25M
-        # parameters); FSDP2's sharded DTensor parameters keep the default implementation.
         optimizer = torch.optim.AdamW(
             self.parameter_groups(),
             lr=self.hparams.lr,
             betas=tuple(self.hparams.betas),
-            fused=self.device_mesh is None,
+            fused=self.use_fused_adamw(),
         )
         total = int(self.trainer.estimated_stepping_batches) if self.trainer else 10**9
         if not math.isfinite(total) or total <= 0:

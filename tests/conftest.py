@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from fourm_lightning.modalities.vocab import COLORS, SHAPE_CLASSES, SIZES
 
@@ -245,3 +246,126 @@ def text_tokenizer_dir(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("text_tokenizer")
     train_text_tokenizer(str(tiny_dataset), str(out), vocab_size=4200)
     return str(out)
+
+
+# 4M on the tiny token dataset (pretraining and generation tests)
+
+
+def domain_configs(tokenizer_dirs, text_dir, text_vocab):
+    def entry(cls, **args):
+        return {"class_path": f"fourm_lightning.models.domains.{cls}", "init_args": args}
+
+    out = [entry("PixelDomain", name="rgb", image_size=32, patch_size=8)]
+    for name, vocab in (("rgb", 75), ("depth", 64), ("semseg", 75)):
+        out.append(
+            entry("ImageTokenDomain", name=f"tok_{name}", vocab_size=vocab, grid=4,
+                  tokenizer=tokenizer_dirs[name])
+        )  # fmt: skip
+    out.append(
+        entry("VectorTokenDomain", name="tok_camera", vocab_size=64, length=2,
+              tokenizer=tokenizer_dirs["camera"])
+    )  # fmt: skip
+    for name, length, chunked in (
+        ("caption", 24, False),
+        ("det", 24, False),
+        ("metadata", 24, True),
+    ):
+        out.append(
+            entry("TextDomain", name=name, vocab_size=text_vocab, max_tokens=length,
+                  chunked=chunked, tokenizer=text_dir)
+        )  # fmt: skip
+    return out
+
+
+MIXTURE = [
+    {
+        "name": "all2all",
+        "input_alphas": dict.fromkeys(
+            [
+                "rgb",
+                "tok_rgb",
+                "tok_depth",
+                "tok_semseg",
+                "tok_camera",
+                "caption",
+                "det",
+                "metadata",
+            ],
+            0.5,
+        ),
+        "target_alphas": dict.fromkeys(
+            ["tok_rgb", "tok_depth", "tok_semseg", "tok_camera", "caption", "det", "metadata"], 0.5
+        ),
+    },
+    {"name": "rgb2all", "input_alphas": {"rgb": 1000.0}, "target_alphas": {"tok_depth": 1.0}},
+]
+
+
+@pytest.fixture(scope="session")
+def experiment(token_dataset, tokenizer_dirs, text_tokenizer_dir, tmp_path_factory):
+    """A complete fit config for the tiny token dataset (like fourm_nano_synth.yaml)."""
+    from fourm_lightning.tokenizers.text import TextTokenizer
+
+    root = tmp_path_factory.mktemp("fourm")
+    vocab = TextTokenizer.load(text_tokenizer_dir).vocab_size
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "precision": "bf16-mixed",
+            "max_steps": 4,
+            "gradient_clip_val": 1.0,  # as the real experiment: clipping under bf16-mixed
+            "val_check_interval": 2,
+            "check_val_every_n_epoch": None,
+            "limit_val_batches": 2,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "default_root_dir": str(root),
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(root), "name": "fourm"},
+            },
+            "callbacks": [
+                {
+                    "class_path": "fourm_lightning.callbacks.ModelCheckpoint",
+                    "init_args": {"save_last": True, "every_n_train_steps": 2},
+                }
+            ],
+        },
+        "model": {
+            "class_path": "fourm_lightning.pretraining.FourMPretraining",
+            "init_args": {
+                "dim": 32,
+                "encoder_depth": 1,
+                "decoder_depth": 1,
+                "num_heads": 2,
+                "warmup_steps": 2,
+                "domains": domain_configs(tokenizer_dirs, text_tokenizer_dir, vocab),
+            },
+        },
+        "data": {
+            "class_path": "fourm_lightning.datamodules.tokens.TokenDataModule",
+            "init_args": {
+                "data_dir": str(token_dataset),
+                "batch_size": 4,
+                "num_workers": 0,
+                "input_tokens": [8, 24],
+                "target_tokens": [16, 16],
+                "epoch_samples": 24,
+                "mixture": MIXTURE,
+            },
+        },
+    }
+    path = root / "fourm_tiny.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fitted(experiment):
+    """The tiny 4M fitted for 4 steps through the CLI, and its last checkpoint."""
+    from fourm_lightning.cli import main
+
+    cli = main(["fit", "--config", str(experiment)])
+    return cli, experiment.parent / "fourm" / "version_0" / "checkpoints" / "last.ckpt"
