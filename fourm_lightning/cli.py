@@ -4,6 +4,8 @@
     LightningCLI over any LightningModule and DataModule named by ``class_path`` in the YAML.
 ``fourm-lightning data synth|show|pretokenize ...``
     Generate the built-in dataset; draw one sample's modalities; tokenize a dataset.
+``fourm-lightning generate --config configs/generation/rgb2all.yaml --model PATH ...``
+    Any-to-any generation from images, a caption or validation samples (figures + raw files).
 ``fourm-lightning quickstart [--tiny]``
     The main job on the built-in dataset (the README's first command).
 
@@ -13,6 +15,7 @@ that ``--help`` is fast and the data stack is only loaded by the commands that u
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,6 +55,12 @@ def _data_commands() -> list[Callable[..., Any]]:
     return [synth, show, pretokenize]
 
 
+def _generate_command() -> Callable[..., Any]:
+    from fourm_lightning.commands.generate import generate
+
+    return generate
+
+
 def _quickstart_command() -> Callable[..., Any]:
     from fourm_lightning.commands.quickstart import quickstart
 
@@ -87,6 +96,28 @@ def _bare_flags(args: list[str], flags: Sequence[str]) -> list[str]:
     return out
 
 
+def _list_options(args: list[str], names: Sequence[str]) -> list[str]:
+    """Let list options take several values, ``--image a.png b.png`` (as shells expand globs).
+
+    jsonargparse wants a list as one JSON/YAML value; the values after the option up to the
+    next option become that list.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in names:
+            values = []
+            while i + 1 < len(args) and not args[i + 1].startswith("--"):
+                values.append(args[i + 1])
+                i += 1
+            out += [arg, json.dumps(values)]
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
 def main(args: Sequence[str] | None = None) -> Any:
     """Entry point of the ``fourm-lightning`` console script.
 
@@ -100,6 +131,8 @@ def main(args: Sequence[str] | None = None) -> Any:
     usage = (
         "usage: fourm-lightning {fit,validate,test,predict} --config FILE ...\n"
         "       fourm-lightning data {synth,show,pretokenize} ...\n"
+        "       fourm-lightning generate --config SCHEDULE.yaml --model PATH "
+        "(--image FILE... | --caption TEXT | --val-samples N) --out DIR\n"
         "       fourm-lightning quickstart [--tiny] [--out DIR]\n"
         "Each sub-command takes --help."
     )
@@ -107,7 +140,7 @@ def main(args: Sequence[str] | None = None) -> Any:
         print(usage)
         return None
     command, rest = argv[0], argv[1:]
-    if command in ("data", "quickstart"):
+    if command in ("data", "quickstart", "generate"):
         rest = _option_names(rest)
     if command in LIGHTNING_COMMANDS:
         return lightning_cli(argv)
@@ -116,6 +149,9 @@ def main(args: Sequence[str] | None = None) -> Any:
 
     if command == "data":
         return CLI(_data_commands(), args=rest, as_positional=False)
+    if command == "generate":
+        rest = _list_options(rest, ("--image",))
+        return CLI(_generate_command(), args=rest, as_positional=False)
     if command == "quickstart":
         return CLI(_quickstart_command(), args=_bare_flags(rest, ("--tiny",)), as_positional=False)
     print(f"fourm-lightning: unknown command {command!r}\n{usage}", file=sys.stderr)

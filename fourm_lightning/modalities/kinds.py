@@ -132,6 +132,8 @@ class ModalityKind(ABC):
     extension: ClassVar[str]
     #: Whether ``augment`` moves content (so aligned crops and flips apply to it).
     spatial: ClassVar[bool] = False
+    #: Whether ``render`` draws over the image already on the axis (figures put one there).
+    overlay: ClassVar[bool] = False
 
     @abstractmethod
     def encode(self, value: Any) -> bytes:
@@ -179,6 +181,10 @@ class ModalityKind(ABC):
         Span masking treats a chunk as one unit (metadata: one chunk per key); plain sequences
         are one chunk. Only text-like kinds have a text form.
         """
+        raise TypeError(f"{type(self).__name__} values have no text form")
+
+    def from_text(self, text: str) -> Any:
+        """Decoded text -> stored form, the tolerant inverse of ``text_chunks`` (generation)."""
         raise TypeError(f"{type(self).__name__} values have no text form")
 
     def to_config(self) -> dict[str, Any]:
@@ -550,6 +556,9 @@ class CaptionText(ModalityKind):
     def text_chunks(self, value: str) -> list[str]:  # noqa: D102
         return [value]
 
+    def from_text(self, text: str) -> str:  # noqa: D102
+        return text
+
     def render(self, value: str, ax: Axes) -> None:  # noqa: D102
         _text_axis(ax, value)
 
@@ -584,6 +593,7 @@ class BoxesText(_JsonKind):
     class_names: tuple[str, ...] = ()
 
     spatial: ClassVar[bool] = True
+    overlay: ClassVar[bool] = True
 
     def validate(self, value: Any, resolution: int | None = None) -> None:  # noqa: D102
         _expect(isinstance(value, list), f"expected a list of boxes, got {type(value).__name__}")
@@ -651,6 +661,12 @@ class BoxesText(_JsonKind):
 
         return [BoxSerializer(class_names=self.class_names).serialize(value)]
 
+    def from_text(self, text: str) -> list[dict[str, Any]]:
+        """Boxes parsed from ``BoxSerializer`` text (malformed chunks are skipped)."""
+        from fourm_lightning.tokenizers.serializers import BoxSerializer
+
+        return BoxSerializer(class_names=self.class_names).parse(text)
+
     def render(self, value: dict[str, Any], ax: Axes) -> None:
         """Draw boxes on the axis' current image (or on an empty unit square)."""
         from matplotlib.patches import Rectangle
@@ -709,6 +725,13 @@ class MetadataText(_JsonKind):
         serializer = MetadataSerializer(**({"ranges": self.ranges} if self.ranges else {}))
         return [serializer.serialize({key: item}) for key, item in value.items()]
 
+    def from_text(self, text: str) -> dict[str, float]:
+        """Metadata parsed from ``v1=<key> v0=<value>`` chunks."""
+        from fourm_lightning.tokenizers.serializers import MetadataSerializer
+
+        serializer = MetadataSerializer(**({"ranges": self.ranges} if self.ranges else {}))
+        return serializer.parse(text)
+
     def render(self, value: dict[str, float], ax: Axes) -> None:  # noqa: D102
         _text_axis(ax, "\n".join(f"{k}: {v:.3g}" for k, v in value.items()))
 
@@ -739,6 +762,11 @@ class PaletteText(_JsonKind):
         from fourm_lightning.tokenizers.serializers import PaletteSerializer
 
         return [PaletteSerializer(max_colors=self.max_colors).serialize(value)]
+
+    def from_text(self, text: str) -> list[dict[str, Any]]:  # noqa: D102
+        from fourm_lightning.tokenizers.serializers import PaletteSerializer
+
+        return PaletteSerializer(max_colors=self.max_colors).parse(text)
 
     def render(self, value: list[dict[str, Any]], ax: Axes) -> None:
         """Swatches whose widths are the colours' shares."""

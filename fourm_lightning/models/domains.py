@@ -26,7 +26,7 @@ SeqEmbDomain      float (max_tokens, dim) + ids   1D sin-cos        yes    no
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -187,6 +187,16 @@ class Domain(ABC):
             )
         return {"path": str(path), "sha256": path_sha256(Path(path)), "vocab_size": vocab}
 
+    def detokenize(self, entry: Mapping[str, Tensor], context: Any) -> list[Any]:
+        """A generated (or given) batch entry -> one sample-form modality value per sample.
+
+        Args:
+            entry: ``{"tensor", "input_mask", ...}`` of this domain, batch first.
+            context: gives ``tokenizer(path)``, ``text_tokenizer(path)`` (each loaded once) and
+                ``kind(source)`` (the data kind of a source modality).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be turned back into values")
+
     def to_config(self) -> dict[str, Any]:
         """``{"class_path", "init_args"}`` (how checkpoints and exports record domains)."""
         cls = type(self)
@@ -259,6 +269,19 @@ class _TokenDomain(Domain):
         """(L, D) position table and whether it is learned."""
         raise NotImplementedError
 
+    @property
+    def token_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's tokens as the tokenizer gives and takes them."""
+        return (self.max_tokens,)
+
+    def detokenize(self, entry: Mapping[str, Tensor], context: Any) -> list[Any]:
+        """Tokens (B, L) -> the tokenizer's decoded maps or vectors, one per sample."""
+        if self.tokenizer is None:
+            raise ValueError(f"domain {self.name!r} names no tokenizer to decode its tokens")
+        tokens = entry["tensor"].reshape(-1, *self.token_shape)
+        with torch.no_grad():
+            return list(context.tokenizer(self.tokenizer).decode(tokens).cpu())
+
     def encoder_embedding(self, dim: int) -> nn.Module:
         table, learned = self.positions(dim)
         return TokenEncoderEmbedding(self.vocab_size, dim, table, learned)
@@ -285,6 +308,10 @@ class ImageTokenDomain(_TokenDomain):
     @property
     def max_tokens(self) -> int:  # noqa: D102
         return self.grid * self.grid
+
+    @property
+    def token_shape(self) -> tuple[int, ...]:  # noqa: D102
+        return (self.grid, self.grid)
 
     def positions(self, dim: int) -> tuple[Tensor, bool]:  # noqa: D102
         return _sincos_2d(self.grid, dim), False
@@ -369,6 +396,13 @@ class PixelDomain(Domain):
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
         return ((array.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+    def detokenize(self, entry: Mapping[str, Tensor], context: Any) -> list[Any]:
+        """Normalised pixels (B, C, H, W) -> uint8 images (C, H, W), one per sample."""
+        mean = torch.tensor(self.mean)[:, None, None]
+        std = torch.tensor(self.std)[:, None, None]
+        images = ((entry["tensor"].float().cpu() * std + mean) * 255).round().clamp(0, 255)
+        return list(images.to(torch.uint8))
 
     def load(self, sample: Mapping[str, Any], crop: int, context: LoadContext) -> np.ndarray:
         """Crop ``crop`` of the raw image, normalised: (C, H, W) float32."""
@@ -467,6 +501,43 @@ class TextDomain(Domain):
         chunks = spec.kind.text_chunks(value)
         units = self.units(chunks, tokenizer, context.rng if context.train else None)
         return {"units": units, "sentinels": np.asarray(tokenizer.sentinel_ids, np.int64)}
+
+    def encode_text(self, text: str, tokenizer: Any) -> Tensor:
+        """A (possibly partial) text -> the packed (2 * max_tokens,) ids, its input half filled.
+
+        Text with sentinels (``"a red sphere [S_1]"``) is kept as written, so generation fills
+        the sentinels; a text without any ends with ``[EOS]``.
+
+        Raises:
+            ValueError: the text needs more tokens than ``max_tokens``.
+        """
+        ids = list(tokenizer.encode(text))
+        if not any(i in set(tokenizer.sentinel_ids) for i in ids):
+            ids.append(tokenizer.eos_id)
+        if len(ids) > self.max_tokens:
+            raise ValueError(
+                f"{self.name} text of {len(ids)} tokens is longer than the modality allows "
+                f"(max_tokens {self.max_tokens}): {text[:60]!r}"
+            )
+        return self.pack(ids)
+
+    def pack(self, ids: Sequence[int]) -> Tensor:
+        """Input ids (at most ``max_tokens``) -> the packed (2 * max_tokens,) tensor."""
+        if len(ids) > self.max_tokens:
+            raise ValueError(f"{self.name}: {len(ids)} ids exceed max_tokens {self.max_tokens}")
+        out = torch.zeros(2 * self.max_tokens, dtype=torch.long)
+        out[: len(ids)] = torch.tensor(list(ids), dtype=torch.long)
+        return out
+
+    def detokenize(self, entry: Mapping[str, Tensor], context: Any) -> list[Any]:
+        """Input-half ids -> text -> the data kind's value (``kind.from_text``), per sample."""
+        tokenizer = context.text_tokenizer(self.tokenizer)
+        kind = context.kind(self.source_name)
+        out = []
+        for ids, valid in zip(entry["tensor"], entry["input_mask"], strict=True):
+            text = tokenizer.decode(ids[: self.max_tokens][valid[: self.max_tokens]].tolist())
+            out.append(kind.to_tensor(kind.from_text(text)))
+        return out
 
     def input_capacity(self, value: dict[str, Any]) -> int:  # noqa: D102
         return int(sum(len(u) for u in value["units"]))
