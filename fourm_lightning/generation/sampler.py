@@ -211,6 +211,28 @@ def _select(score: Tensor, todo: Tensor, counts: Tensor) -> Tensor:
     return (rank < counts[:, None]) & todo
 
 
+def _plan(
+    state: State, step: GenerationStep, schedule: TokenSchedule
+) -> tuple[State, dict[str, Tensor], Tensor, Tensor, list[float]]:
+    """What a MaskGIT or ROAR fill starts from.
+
+    Returns:
+        A copy of the state, its target entry, the (B, L) positions to fill, the (B, S) tokens
+        each sample fills per step and the temperature of each step.
+    """
+    state = clone_state(state)
+    entry = state[step.target]
+    todo = entry["target_mask"] & ~entry["input_mask"]
+    counts = _per_sample_counts(todo, step.steps, schedule)
+    temps = temperatures(
+        step.temperature,
+        counts.max(0).values.tolist(),
+        step.temperature_schedule,
+        step.min_temperature,
+    )
+    return state, entry, todo, counts, temps
+
+
 def _guided_logits(model: FourM, state: State, step: GenerationStep, query: Tensor) -> Tensor:
     passes, combine = guided_passes(state, step)
     return combine([position_logits(model, s, step.target, query) for s in passes])
@@ -225,16 +247,7 @@ def maskgit(
     Returns:
         A new state in which every position of the target is filled and an input.
     """
-    state = clone_state(state)
-    entry = state[step.target]
-    todo = entry["target_mask"] & ~entry["input_mask"]
-    counts = _per_sample_counts(todo, step.steps, step.token_schedule)
-    temps = temperatures(
-        step.temperature,
-        counts.max(0).values.tolist(),
-        step.temperature_schedule,
-        step.min_temperature,
-    )
+    state, entry, todo, counts, temps = _plan(state, step, step.token_schedule)
     for i, temperature in enumerate(temps):
         if not todo.any():
             break
@@ -259,16 +272,7 @@ def roar(
     model: FourM, state: State, step: GenerationStep, generator: torch.Generator | None = None
 ) -> State:
     """Fill ``step.target`` in random order: each step decodes a random subset and keeps it."""
-    state = clone_state(state)
-    entry = state[step.target]
-    todo = entry["target_mask"] & ~entry["input_mask"]
-    counts = _per_sample_counts(todo, step.steps, "linear")
-    temps = temperatures(
-        step.temperature,
-        counts.max(0).values.tolist(),
-        step.temperature_schedule,
-        step.min_temperature,
-    )
+    state, entry, todo, counts, temps = _plan(state, step, "linear")
     for i, temperature in enumerate(temps):
         if not todo.any():
             break

@@ -26,7 +26,7 @@ SeqEmbDomain      float (max_tokens, dim) + ids   1D sin-cos        yes    no
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -512,7 +512,8 @@ class TextDomain(Domain):
             ValueError: the text needs more tokens than ``max_tokens``.
         """
         ids = list(tokenizer.encode(text))
-        if not any(i in set(tokenizer.sentinel_ids) for i in ids):
+        sentinels = set(tokenizer.sentinel_ids)
+        if not any(i in sentinels for i in ids):
             ids.append(tokenizer.eos_id)
         if len(ids) > self.max_tokens:
             raise ValueError(
@@ -781,8 +782,6 @@ class SequenceDecoderEmbedding(_Embedding):
             valid=target_mask & next_is_target,
         )
 
-
-DomainFactory = Callable[..., Domain]
 
 __all__ = [
     "Domain",
