@@ -2,8 +2,9 @@
 
 ``fourm-lightning fit|validate|test|predict --config ...``
     LightningCLI over any LightningModule and DataModule named by ``class_path`` in the YAML.
-``fourm-lightning data synth|show|pretokenize ...``
-    Generate the built-in dataset; draw one sample's modalities; tokenize a dataset.
+``fourm-lightning data synth|show|pretokenize|fashion-mnist ...``
+    Generate the built-in dataset; draw one sample's modalities; tokenize a dataset; convert
+    Fashion-MNIST.
 ``fourm-lightning generate --config configs/generation/rgb2all.yaml --model PATH ...``
     Any-to-any generation from images, a caption or validation samples (figures + raw files).
 ``fourm-lightning quickstart [--tiny]``
@@ -49,10 +50,16 @@ def lightning_cli(args: Sequence[str] | dict[str, Any] | None = None, run: bool 
     )
 
 
-def _data_commands() -> list[Callable[..., Any]]:
-    from fourm_lightning.commands.data import pretokenize, show, synth
+def _data_commands() -> dict[str, Callable[..., Any]]:
+    from fourm_lightning.commands.data import fashion_mnist, pretokenize, show, synth
 
-    return [synth, show, pretokenize]
+    # Sub-command names as users type them (jsonargparse would otherwise use function names).
+    return {
+        "synth": synth,
+        "show": show,
+        "pretokenize": pretokenize,
+        "fashion-mnist": fashion_mnist,
+    }
 
 
 def _generate_command() -> Callable[..., Any]:
@@ -130,7 +137,7 @@ def main(args: Sequence[str] | None = None) -> Any:
     argv = list(sys.argv[1:] if args is None else args)
     usage = (
         "usage: fourm-lightning {fit,validate,test,predict} --config FILE ...\n"
-        "       fourm-lightning data {synth,show,pretokenize} ...\n"
+        "       fourm-lightning data {synth,show,pretokenize,fashion-mnist} ...\n"
         "       fourm-lightning generate --config SCHEDULE.yaml --model PATH "
         "(--image FILE... | --caption TEXT | --val-samples N) --out DIR\n"
         "       fourm-lightning quickstart [--tiny] [--out DIR]\n"

@@ -1,8 +1,10 @@
-"""``fourm-lightning data synth|show|pretokenize``."""
+"""``fourm-lightning data synth|show|pretokenize|fashion-mnist``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from fourm_lightning.datamodules.synth.config import SceneConfig
 
 
 def synth(
@@ -14,6 +16,7 @@ def synth(
     workers: int = 2,
     samples_per_shard: int = 1000,
     overwrite: bool = False,
+    scene: SceneConfig | None = None,
 ) -> None:
     """Generate the built-in procedural multimodal scene dataset as WebDataset shards.
 
@@ -29,6 +32,9 @@ def synth(
         workers: processes generating shards in parallel.
         samples_per_shard: samples per tar file.
         overwrite: replace an existing dataset in ``out``.
+        scene: scene settings (camera range, object sizes, ...), e.g.
+            ``--scene.camera_distance [7,10]`` for a shifted distribution; default: the
+            built-in dataset's.
     """
     from fourm_lightning.datamodules.build import synthesize_dataset
 
@@ -41,6 +47,7 @@ def synth(
         workers=workers,
         samples_per_shard=samples_per_shard,
         overwrite=overwrite,
+        scene=scene,
     )
 
 
@@ -134,4 +141,44 @@ def pretokenize(
         batch_size=batch_size,
         seed=seed,
         precision=precision,
+    )
+
+
+def fashion_mnist(
+    out: str,
+    cache: str | None = None,
+    source: str | None = None,
+    limit: int | None = None,
+    samples_per_shard: int = 10000,
+    overwrite: bool = False,
+) -> None:
+    """Convert Fashion-MNIST (60k train, 10k test images, 10 classes) into a shard dataset.
+
+    Writes ``OUT/train`` (60,000), ``OUT/val`` (the 10,000 images of the official TEST split, so
+    that validation and test read them) and ``OUT/manifest.json``, with modalities ``rgb``
+    (28x28, gray replicated to 3 channels) and ``label`` (the class). Read it with
+    ``MultimodalDataModule(data_dir=OUT, modalities=["rgb", "label"], resolution=64)``.
+
+    The data comes from ``$FASHION_MNIST_DIR``, ``/usr/share/datasets/fashion-mnist`` (``apt-get
+    install dataset-fashion-mnist``), an unpacked .deb in the cache, or else ``apt-get download
+    dataset-fashion-mnist`` into the cache (no root needed). A finished conversion with the same
+    settings is left alone.
+
+    Args:
+        out: dataset folder to write.
+        cache: download cache (default: ``~/.cache/fourm_lightning``, or under $XDG_CACHE_HOME).
+        source: folder with the four idx files (skips the search above).
+        limit: keep only the first N samples of each split (quick trials).
+        samples_per_shard: samples per tar file.
+        overwrite: replace whatever dataset ``out`` holds.
+    """
+    from fourm_lightning.datamodules.fashion_mnist import convert_fashion_mnist
+
+    convert_fashion_mnist(
+        Path(out),
+        source=Path(source) if source is not None else None,
+        cache=Path(cache) if cache is not None else None,
+        samples_per_shard=samples_per_shard,
+        overwrite=overwrite,
+        limit=limit,
     )

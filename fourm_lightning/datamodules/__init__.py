@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fourm_lightning.datamodules.build import synthesize_dataset
+    from fourm_lightning.datamodules.fashion_mnist import convert_fashion_mnist
     from fourm_lightning.datamodules.multimodal import MultimodalDataModule, SynthesizeConfig
     from fourm_lightning.datamodules.shards import (
         Manifest,
@@ -26,6 +27,7 @@ _EXPORTS = {
     "MultimodalDataModule": "multimodal",
     "SynthesizeConfig": "multimodal",
     "synthesize_dataset": "build",
+    "convert_fashion_mnist": "fashion_mnist",
     "Manifest": "shards",
     "ShardWriter": "shards",
     "decode_sample": "shards",
@@ -42,6 +44,7 @@ __all__ = [
     "MultimodalDataModule",
     "ShardWriter",
     "SynthesizeConfig",
+    "convert_fashion_mnist",
     "decode_sample",
     "iter_samples",
     "load_sample",

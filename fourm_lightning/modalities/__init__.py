@@ -8,6 +8,7 @@ from fourm_lightning.modalities.errors import DataError
 from fourm_lightning.modalities.kinds import (
     BoxesText,
     CaptionText,
+    ClassLabel,
     Crop,
     DepthMap,
     EdgeMap,
@@ -28,6 +29,7 @@ from fourm_lightning.modalities.spec import ModalitySpec, kind_from_config, spec
 __all__ = [
     "BoxesText",
     "CaptionText",
+    "ClassLabel",
     "Crop",
     "DataError",
     "DepthMap",

@@ -21,6 +21,7 @@ BoxesText          list[dict] (normalized xyxy)     dict(boxes=(N, 4), fields...
 MetadataText       dict[str, float]                 same -> list
 PaletteText        list[dict(rgb, weight)]          same -> list
 JsonRecord         any JSON object or list          same -> list
+ClassLabel         int in [0, len(class_names))     int64 () -> (B,) int64
 GlobalVector       float32 (D,)                     float32 (D,) -> (B, D)
 SequenceEmbedding  float32 (L, D)                   float32 (L, D) -> dict(emb (B, L, D), mask)
 =================  ===============================  ==========================================
@@ -793,6 +794,106 @@ class JsonRecord(_JsonKind):
 
     def render(self, value: Any, ax: Axes) -> None:  # noqa: D102
         _text_axis(ax, json.dumps(value)[:400])
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-sample classes
+# ----------------------------------------------------------------------------------------------
+
+
+def _class_key(name: str) -> str:
+    """A class name reduced to lower-case letters and digits (``"T-shirt/top" -> "tshirttop"``)."""
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+@dataclass(frozen=True)
+class ClassLabel(ModalityKind):
+    """One class per sample (image classification), stored as its index in ASCII (``.cls``).
+
+    ``.cls`` is WebDataset's usual extension for an integer class label written as text, so a
+    member reads ``00000012.label.cls`` -> ``b"7"``. The class names are part of the kind, hence
+    of the manifest. A crop or flip does not change what the whole image shows, so ``augment``
+    is the identity.
+
+    Args:
+        class_names: the name of each class; valid labels are ``0 .. len(class_names) - 1``.
+    """
+
+    class_names: tuple[str, ...] = ()
+
+    extension: ClassVar[str] = "cls"
+
+    def __post_init__(self) -> None:
+        if not self.class_names:
+            raise ValueError("ClassLabel needs class_names (one name per class)")
+        if not all(isinstance(name, str) and name for name in self.class_names):
+            raise ValueError(f"ClassLabel: class names must be non-empty str: {self.class_names}")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"ClassLabel: class names repeat: {self.class_names}")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C (labels are 0 .. C - 1)."""
+        return len(self.class_names)
+
+    def encode(self, value: int) -> bytes:
+        """Label -> its decimal digits in ASCII (``7 -> b"7"``)."""
+        return str(int(value)).encode("ascii")
+
+    def decode(self, data: bytes) -> int:
+        """ASCII decimal digits (surrounding whitespace allowed) -> label."""
+        try:
+            return int(data.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError) as error:
+            raise DataError(f"class label is not an integer: {bytes(data[:20])!r}") from error
+
+    def validate(self, value: Any, resolution: int | None = None) -> None:
+        """A Python or numpy integer in ``0 .. num_classes - 1`` (the error names the value)."""
+        _expect(
+            isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_),
+            f"expected an integer class label, got {type(value).__name__} {value!r}",
+        )
+        _expect(
+            0 <= value < self.num_classes,
+            f"class label {int(value)} outside 0..{self.num_classes - 1} "
+            f"({self.num_classes} class_names)",
+        )
+
+    def to_tensor(self, value: int) -> torch.Tensor:
+        """Label -> 0-d int64 tensor. Shape: ()."""
+        return torch.tensor(int(value), dtype=torch.long)
+
+    def to_stored(self, value: torch.Tensor | int) -> int:
+        """0-d tensor (or int) -> int."""
+        return int(value)
+
+    def collate(self, values: Sequence[torch.Tensor | int]) -> torch.Tensor:
+        """B labels (0-d tensors or ints) -> int64 (B,)."""
+        return torch.tensor([int(v) for v in values], dtype=torch.long)
+
+    def text_chunks(self, value: int) -> list[str]:
+        """One chunk: the class name (so a text domain can read or predict the class)."""
+        return [self.class_names[int(value)]]
+
+    def from_text(self, text: str) -> int:
+        """The class whose name best matches ``text`` (case, spaces and punctuation ignored).
+
+        Tolerant, as generated text may be re-spaced by the WordPiece decoder
+        (``"t - shirt / top"``): an exact match of the reduced names wins, else the closest one.
+        """
+        import difflib
+
+        keys = [_class_key(name) for name in self.class_names]
+        key = _class_key(text)
+        if key in keys:
+            return keys.index(key)
+        scores = [difflib.SequenceMatcher(None, key, k).ratio() for k in keys]
+        return int(np.argmax(scores))
+
+    def render(self, value: torch.Tensor | int, ax: Axes) -> None:
+        """The class name (and index) as text."""
+        index = int(value)
+        _text_axis(ax, f"{self.class_names[index]} ({index})")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Invariant tests of modality kinds and specs (no data stack involved)."""
 
+import json
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import torch
 from fourm_lightning.modalities import (
     BoxesText,
     CaptionText,
+    ClassLabel,
     Crop,
     DataError,
     DepthMap,
@@ -51,6 +53,7 @@ VALID = [
     (JsonRecord(), {"objects": [{"shape": "cone"}]}),
     (GlobalVector(dim=3), np.array([1.0, -2.0, 0.5], dtype=np.float32)),
     (SequenceEmbedding(dim=4, max_length=5), RNG.normal(size=(3, 4)).astype(np.float32)),
+    (ClassLabel(class_names=("cat", "dog", "T-shirt/top")), 2),
 ]
 
 
@@ -97,6 +100,9 @@ def test_to_tensor_and_collate(kind, value):
         (MetadataText(ranges={"a": (0, 1)}), {"b": 0.5}, "unknown metadata key"),
         (GlobalVector(dim=3), np.zeros(4, np.float32), "shape (3,)"),
         (CaptionText(), "", "length"),
+        (ClassLabel(class_names=("a", "b")), 2, "class label 2 outside 0..1"),
+        (ClassLabel(class_names=("a", "b")), -1, "class label -1"),
+        (ClassLabel(class_names=("a", "b")), 1.0, "integer class label"),
     ],
 )
 def test_validate_rejects_bad_values(kind, value, fragment):
@@ -119,6 +125,36 @@ def test_corrupt_bytes_raise_data_error_or_value_error():
         BoxesText().decode(b"[{")
     with pytest.raises(Exception):  # noqa: B017 - PIL/numpy raise their own types on garbage
         RGBImage().decode(b"not a png")
+
+
+def test_class_label_round_trip_batch_and_manifest_config():
+    kind = ClassLabel(class_names=("T-shirt/top", "Trouser", "Bag"))
+    spec = ModalitySpec("label", kind)
+    assert spec.filename == "label.cls"
+    assert kind.encode(np.uint8(2)) == b"2" and kind.decode(b" 2\n") == 2
+    # The class names travel through the manifest's JSON form and come back as a tuple.
+    config = json.loads(json.dumps(spec.to_config()))
+    assert config["kind"]["init_args"]["class_names"] == ["T-shirt/top", "Trouser", "Bag"]
+    assert ModalitySpec.from_config(config) == spec
+    items = [kind.to_tensor(kind.decode(kind.encode(v))) for v in (2, 0, 1)]
+    assert all(item.shape == () for item in items)
+    crop = Crop(top=0.5, left=0.0, height=0.5, width=0.5, hflip=True, size=4)
+    batch = kind.collate([kind.augment(item, crop) for item in items])
+    assert batch.dtype == torch.long and batch.tolist() == [2, 0, 1]
+    assert kind.to_stored(items[0]) == 2
+    assert kind.text_chunks(2) == ["Bag"] and kind.from_text("t - shirt / top") == 0
+
+
+def test_class_label_rejects_bad_labels_and_names():
+    kind = ClassLabel(class_names=("a", "b", "c"))
+    with pytest.raises(DataError, match=r"class label 7 outside 0\.\.2"):
+        kind.validate(kind.decode(b"7"))
+    with pytest.raises(DataError, match="not an integer"):
+        kind.decode(b"seven")
+    with pytest.raises(ValueError, match="needs class_names"):
+        ClassLabel()
+    with pytest.raises(ValueError, match="repeat"):
+        ClassLabel(class_names=("a", "a"))
 
 
 def test_normal_hflip_negates_x_and_keeps_unit_length():
