@@ -369,3 +369,16 @@ def fitted(experiment):
 
     cli = main(["fit", "--config", str(experiment)])
     return cli, experiment.parent / "fourm" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def fashion_dataset(tmp_path_factory):
+    """Fashion-MNIST shards converted from fake idx files (12 train, 6 test images)."""
+    from fakes import fake_fashion_source
+
+    from fourm_lightning.datamodules.fashion_mnist import convert_fashion_mnist
+
+    root = tmp_path_factory.mktemp("fashion")
+    fake_fashion_source(root / "source")
+    convert_fashion_mnist(root / "shards", source=root / "source")
+    return root / "shards"

@@ -233,7 +233,7 @@ class MultimodalDataModule(LightningDataModule):
             batches_per_worker = epoch_batches_per_worker(
                 samples, batch_size, self._world_size(), self.num_workers
             )
-        return ShardStream(
+        return self.new_stream(
             urls,
             self.specs,
             manifest.resolution,
@@ -247,6 +247,10 @@ class MultimodalDataModule(LightningDataModule):
             on_error=self.on_error,
             seed=self.seed,
         )
+
+    def new_stream(self, *args: Any, **kwargs: Any) -> ShardStream:
+        """Construct the stream (``ShardStream`` arguments); subclasses add a processing step."""
+        return ShardStream(*args, **kwargs)
 
     def _loader(self, split: str, train: bool) -> EpochDataLoader:
         return make_loader(
