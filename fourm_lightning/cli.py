@@ -7,6 +7,8 @@
     Fashion-MNIST.
 ``fourm-lightning generate --config configs/generation/rgb2all.yaml --model PATH ...``
     Any-to-any generation from images, a caption or validation samples (figures + raw files).
+``fourm-lightning benchmark --config configs/benchmark/<suite>.yaml``
+    A transfer-benchmark suite: pretraining, out-of-the-box scores, fine-tuned transfer, tables.
 ``fourm-lightning quickstart [--tiny]``
     The main job on the built-in dataset (the README's first command).
 
@@ -72,6 +74,27 @@ def _quickstart_command() -> Callable[..., Any]:
     from fourm_lightning.commands.quickstart import quickstart
 
     return quickstart
+
+
+def benchmark_main(args: Sequence[str]) -> Any:
+    """``fourm-lightning benchmark``: parse a suite YAML (``--config``) and run it."""
+    from dataclasses import fields
+
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from fourm_lightning.transfer.benchmark import Suite, run_suite
+
+    parser = ArgumentParser(
+        prog="fourm-lightning benchmark",
+        description="Run (or resume) a transfer-benchmark suite and write its results tables.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="the suite YAML")
+    parser.add_argument("--quiet", type=bool, default=True, help="runs log only to their files")
+    parser.add_class_arguments(Suite, as_group=False)
+    cfg = parser.parse_args(list(args))
+    init = parser.instantiate_classes(cfg)
+    suite = Suite(**{f.name: init[f.name] for f in fields(Suite)})
+    return run_suite(suite, quiet=cfg.quiet)
 
 
 def _option_names(args: list[str]) -> list[str]:
@@ -140,6 +163,7 @@ def main(args: Sequence[str] | None = None) -> Any:
         "       fourm-lightning data {synth,show,pretokenize,fashion-mnist} ...\n"
         "       fourm-lightning generate --config SCHEDULE.yaml --model PATH "
         "(--image FILE... | --caption TEXT | --val-samples N) --out DIR\n"
+        "       fourm-lightning benchmark --config configs/benchmark/SUITE.yaml\n"
         "       fourm-lightning quickstart [--tiny] [--out DIR]\n"
         "Each sub-command takes --help."
     )
@@ -159,6 +183,8 @@ def main(args: Sequence[str] | None = None) -> Any:
     if command == "generate":
         rest = _list_options(rest, ("--image",))
         return CLI(_generate_command(), args=rest, as_positional=False)
+    if command == "benchmark":
+        return benchmark_main(rest)
     if command == "quickstart":
         return CLI(_quickstart_command(), args=_bare_flags(rest, ("--tiny",)), as_positional=False)
     print(f"fourm-lightning: unknown command {command!r}\n{usage}", file=sys.stderr)
