@@ -129,6 +129,9 @@ class RGBEncoder(nn.Module):
             block.drop_path.p = rate  # the pretrained rate is a training choice, not a weight
         self.register_buffer("mean", torch.tensor(domain.mean)[:, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(domain.std)[:, None, None], persistent=False)
+        # Loaded models come in eval mode; Lightning keeps modes as found, so without this a
+        # pretrained encoder would fine-tune without stochastic depth and scratch with it.
+        self.train()
 
     @property
     def num_layers(self) -> int:

@@ -81,6 +81,8 @@ def test_losses_ignore_what_carries_no_label():
 def test_pretrained_encoder_is_the_4m_encoder(fitted):
     _, checkpoint = fitted
     module = _module(pretrained=str(checkpoint))
+    # Loaded weights come in eval mode; the module must train like a scratch one.
+    assert all(m.training for m in module.encoder.modules())
     model = load_model(str(checkpoint))
     ours = module.encoder.state_dict()
     for name, value in model.encoder.state_dict().items():
