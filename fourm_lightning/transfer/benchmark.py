@@ -124,7 +124,18 @@ class Transfer:
 
 @dataclass
 class Suite:
-    """A benchmark suite (see the module docstring)."""
+    """A benchmark suite (see the module docstring).
+
+    Args:
+        name: suite name (tables and logs).
+        work_dir: where runs write checkpoints, logs and ``done.json`` records.
+        results_dir: where ``results.csv``, ``results.md`` and ``results.png`` go.
+        datasets: datasets to make when missing.
+        pretrain: the pretraining runs (4M models, baselines, specialists).
+        pretrain_args: overrides appended to every pretraining run.
+        ootb: the out-of-the-box section (None: skipped).
+        transfer: the transfer section (None: skipped).
+    """
 
     name: str
     work_dir: str
@@ -282,11 +293,26 @@ def write_tables(suite: Suite, rows: list[dict[str, Any]], timings: list[dict[st
         writer = csv.DictWriter(stream, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    lines = [f"# Benchmark suite `{suite.name}`", ""]
+    lines = [f"# Benchmark suite `{suite.name}`", "", _provenance(), ""]
     lines += _ootb_table(suite, rows) + _transfer_table(suite, rows) + _timing_table(timings)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     _plot(suite, rows, out / "results.png")
     return out
+
+
+def _provenance() -> str:
+    """When, where and with what the tables were written."""
+    import os
+    import platform
+
+    import torch
+
+    return (
+        f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} on {platform.node() or 'a machine'} "
+        f"({os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}, "
+        f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}). Each run's command is in its "
+        "`done.json`; metrics are the final validation numbers of each run."
+    )
 
 
 def _ootb_table(suite: Suite, rows: list[dict[str, Any]]) -> list[str]:
