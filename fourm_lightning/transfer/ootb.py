@@ -215,7 +215,10 @@ def _truth_state(
     return condition_state(model, texts=texts, tokens=tokens, text_tokenizer=text_tokenizer)
 
 
-def _batches(data_dir: str, modalities: list[str], batch_size: int, limit: int) -> Iterator[dict]:
+def _batches(
+    data_dir: str, modalities: list[str], batch_size: int, limit: int
+) -> Iterator[dict[str, Any]]:
+    """The first ``limit`` validation samples, full frame, in batches (the last one cut)."""
     from fourm_lightning.datamodules.multimodal import MultimodalDataModule
 
     data = MultimodalDataModule(
@@ -229,8 +232,7 @@ def _batches(data_dir: str, modalities: list[str], batch_size: int, limit: int) 
         take = min(limit - seen, len(batch["__key__"]))
         if take < len(batch["__key__"]):
             batch = {
-                k: (v[:take] if hasattr(v, "__getitem__") and k != "__skipped__" else v)
-                for k, v in batch.items()
+                k: (v[:take] if isinstance(v, (list, Tensor)) else v) for k, v in batch.items()
             }
         seen += take
         yield batch
