@@ -96,6 +96,7 @@ class TransferTask:
         seeds: seeds of every backbone.
         probe: also train with a frozen backbone (a linear probe for classification).
         args: overrides of this task's runs (e.g. another ``--data.init_args.data_dir``).
+        probe_args: further overrides of the frozen-backbone runs (e.g. a higher learning rate).
     """
 
     name: str
@@ -105,6 +106,7 @@ class TransferTask:
     seeds: list[int] = field(default_factory=lambda: [0])
     probe: bool = False
     args: list[str] = field(default_factory=list)
+    probe_args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -248,7 +250,7 @@ def transfer_runs(suite: Suite) -> list[tuple[TransferTask, str, str, int, FitRu
                         ckpt = str(pretrained[run_name].checkpoint(work))
                         args += ["--model.init_args.pretrained", ckpt]
                     if mode == "probe":
-                        args += ["--model.init_args.freeze_encoder", "true"]
+                        args += ["--model.init_args.freeze_encoder", "true", *task.probe_args]
                     name = f"transfer/{task.name}/{backbone}-{mode}-s{seed}"
                     run = FitRun(name, [task.config], args + task.args + list(suite.transfer.args))
                     out.append((task, backbone, mode, seed, run))
