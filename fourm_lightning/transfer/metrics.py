@@ -33,15 +33,12 @@ from einops import rearrange
 from torch import Tensor
 from torchmetrics import Metric
 
+from fourm_lightning.datamodules.synth import caption as caption_rules
 from fourm_lightning.datamodules.synth.caption import (
     COLOR_WORDS,
-    DEPTH_MARGIN,
-    LEFT_MARGIN,
-    NEXT_TO_GAP,
     SHAPE_PLURALS,
     SHAPE_WORDS,
     SIZE_WORDS,
-    WALL_GAP,
 )
 from fourm_lightning.modalities.vocab import COLORS
 
@@ -418,13 +415,25 @@ class _Claim:
 
 
 @dataclass(frozen=True)
+class _Placement:
+    """Where an object is, in the fields the relation rules read (``caption.Placed``)."""
+
+    x: float
+    depth: float
+    u: float
+    wx: float
+    wz: float
+    footprint: float
+
+
+@dataclass(frozen=True)
 class _Thing:
-    """A scene object as the caption rules see it (camera x right, depth along the view)."""
+    """A scene object as the caption rules see it."""
 
     shape: str | None
     color: str | None
     size: str | None
-    geometry: tuple[float, float, float, float, float, float] | None  # x, depth, u, wx, wz, r
+    geometry: _Placement | None
 
 
 @dataclass(frozen=True)
@@ -537,13 +546,13 @@ def _things(scene: Mapping[str, Any], visible_only: bool) -> list[_Thing]:
             # Camera space has z towards the camera, so depth = -z; u is the image-plane x.
             x, depth = float(cam[0]), -float(cam[2])
             u = x / depth if depth > 0 else math.nan
-            geometry = (x, depth, u, float(center[0]), float(center[2]), float(radius))
+            geometry = _Placement(x, depth, u, float(center[0]), float(center[2]), float(radius))
         shape = record.get("shape", record.get("class"))  # hand-made records use "class"
         out.append(_Thing(shape, record.get("color"), record.get("size"), geometry))
     return out
 
 
-def _geometry(thing: _Thing) -> tuple[float, float, float, float, float, float]:
+def _geometry(thing: _Thing) -> _Placement:
     if thing.geometry is None:
         raise ValueError(
             "checking a relation needs each object's 'camera_center', 'center' and "
@@ -552,40 +561,24 @@ def _geometry(thing: _Thing) -> tuple[float, float, float, float, float, float]:
     return thing.geometry
 
 
-# The rules caption.py states relations with (same margins), on (x, depth, u, wx, wz, r) tuples.
-def _left_of(a: _Thing, b: _Thing) -> bool:
-    ga, gb = _geometry(a), _geometry(b)
-    return gb[0] - ga[0] > LEFT_MARGIN and gb[2] > ga[2]
-
-
-def _in_front_of(a: _Thing, b: _Thing) -> bool:
-    return _geometry(a)[1] < _geometry(b)[1] - DEPTH_MARGIN
-
-
-def _next_to(a: _Thing, b: _Thing) -> bool:
-    ga, gb = _geometry(a), _geometry(b)
-    return math.hypot(ga[3] - gb[3], ga[4] - gb[4]) - ga[5] - gb[5] < NEXT_TO_GAP
-
-
+# The generator's own rules (caption.py), so a caption is judged as it would have been written.
 _RULES: dict[str, Callable[[_Thing, _Thing], bool]] = {
-    "left of": _left_of,
-    "right of": lambda a, b: _left_of(b, a),
-    "in front of": _in_front_of,
-    "behind": lambda a, b: _in_front_of(b, a),
-    "next to": _next_to,
+    "left of": lambda a, b: caption_rules.left_of(_geometry(a), _geometry(b)),
+    "right of": lambda a, b: caption_rules.left_of(_geometry(b), _geometry(a)),
+    "in front of": lambda a, b: caption_rules.in_front_of(_geometry(a), _geometry(b)),
+    "behind": lambda a, b: caption_rules.in_front_of(_geometry(b), _geometry(a)),
+    "next to": lambda a, b: caption_rules.next_to(_geometry(a), _geometry(b)),
 }
 
 
 def _near_wall(thing: _Thing, scene: Mapping[str, Any]) -> bool:
-    """Within ``WALL_GAP`` of a wall that shows in the image (caption.py's wall rule)."""
-    _, _, _, wx, wz, radius = _geometry(thing)
+    """Near a wall that shows in the image (the generator's wall rule)."""
     room = scene.get("room") or {}
-    for wall in room.get("walls", []):
-        if wall.get("visible"):
-            normal = wall["normal"]
-            if wx * normal[0] + wz * normal[2] + wall["offset"] - radius < WALL_GAP:
-                return True
-    return False
+    return any(
+        caption_rules.near_wall(_geometry(thing), wall["normal"], wall["offset"])
+        for wall in room.get("walls", [])
+        if wall.get("visible")
+    )
 
 
 def _matches(thing: _Thing, phrase: _Phrase) -> bool:
@@ -654,8 +647,8 @@ class CaptionTruth(Metric):
     "behind", "closer ... than", "next to", "beside", "A and B are close together", the inverted
     "To the left of B is A" / "Behind A stands B", ordered listings "From left to right: A, B,
     C" (each neighbour pair is a "left of" claim) and "near / close to the wall". They hold by
-    the generator's rules and margins (``LEFT_MARGIN``, ``DEPTH_MARGIN``, ``NEXT_TO_GAP``,
-    ``WALL_GAP``). Other words (counts, textures, the room) are ignored; any text parses.
+    the generator's own rules (``caption.left_of``, ``in_front_of``, ``next_to``,
+    ``near_wall``). Other words (counts, textures, the room) are ignored; any text parses.
 
     ``update(captions, scenes)``: a sequence of B captions and the B matching scene records
     (the ``scene`` modality, as JSON-decoded dicts).

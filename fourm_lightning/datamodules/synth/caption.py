@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -57,15 +58,48 @@ TEXTURE_WORDS: dict[str, tuple[str, ...]] = {
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 
 
+class Placed(Protocol):
+    """Where an object is, as the relation rules read it (metres unless stated)."""
+
+    x: float  # camera space, right
+    depth: float  # distance along the optical axis
+    u: float  # x / depth: image-plane position (unitless)
+    wx: float  # world x of the base centre
+    wz: float  # world z of the base centre
+    footprint: float  # radius of the footprint disc
+
+
+# The rules every relation in a caption obeys; the caption-truth metric checks captions with
+# the same functions (fourm_lightning.transfer.metrics).
+def left_of(a: Placed, b: Placed) -> bool:
+    """A is clearly left of B: in camera x by ``LEFT_MARGIN`` and in the image."""
+    return b.x - a.x > LEFT_MARGIN and b.u > a.u
+
+
+def in_front_of(a: Placed, b: Placed) -> bool:
+    """A is clearly closer to the camera than B (by ``DEPTH_MARGIN``)."""
+    return a.depth < b.depth - DEPTH_MARGIN
+
+
+def next_to(a: Placed, b: Placed) -> bool:
+    """The floor gap between the footprint discs is under ``NEXT_TO_GAP``."""
+    return math.hypot(a.wx - b.wx, a.wz - b.wz) - a.footprint - b.footprint < NEXT_TO_GAP
+
+
+def near_wall(a: Placed, normal: Sequence[float], offset: float) -> bool:
+    """A's footprint is within ``WALL_GAP`` of the wall plane ``normal . p + offset = 0``."""
+    return a.wx * normal[0] + a.wz * normal[2] + offset - a.footprint < WALL_GAP
+
+
 @dataclass
 class _Obj:
     k: int
     shape: str
     color: str
     size: str
-    x: float  # camera space, right
-    depth: float  # distance along the optical axis
-    u: float  # x / depth: image-plane position
+    x: float
+    depth: float
+    u: float
     wx: float
     wz: float
     footprint: float
@@ -266,13 +300,12 @@ def _relations(
             out: list[tuple[str, list[dict[str, Any]]]] = []
             # a is the one further left
             a, b = (first, second) if first.x <= second.x else (second, first)
-            left = sides and b.x - a.x > LEFT_MARGIN and b.u > a.u
+            left = sides and left_of(a, b)
             front = None
-            if a.depth < b.depth - DEPTH_MARGIN:
+            if in_front_of(a, b):
                 front = (a, b)
-            elif b.depth < a.depth - DEPTH_MARGIN:
+            elif in_front_of(b, a):
                 front = (b, a)
-            gap = math.hypot(a.wx - b.wx, a.wz - b.wz) - a.footprint - b.footprint
             ra, rb = _ref(a, refs[a.k][0], writer), _ref(b, refs[b.k][0], writer)
 
             if left:
@@ -315,7 +348,7 @@ def _relations(
                             ],
                         )
                     )
-            if gap < NEXT_TO_GAP:
+            if next_to(a, b):
                 name = writer.pick(("rel:next", "rel:beside", "rel:together"))
                 text = {
                     "rel:next": f"{_cap(ra)} is next to {rb}.",
@@ -342,8 +375,7 @@ def _wall_sentences(
         for surf in scene.surfaces[1:]:
             if surf.name not in walls_visible:
                 continue
-            dist = o.wx * surf.normal[0] + o.wz * surf.normal[2] + surf.offset - o.footprint
-            if dist < WALL_GAP:
+            if near_wall(o, surf.normal, surf.offset):
                 ref = _ref(o, refs[o.k][0], writer)
                 name = writer.pick(("wall:near", "wall:close", "wall:front"))
                 text = {
