@@ -74,6 +74,8 @@ class OutOfTheBox:
         ceiling_from: a pretraining run whose domains name the tokenizers of the ceiling.
         num_samples: validation samples scored.
         batch_size: generation batch.
+        mean_baseline: also score the input-free baseline (every image gets the split's mean
+            ground truth: what a model must beat to have used the image).
     """
 
     data_dir: str
@@ -82,6 +84,7 @@ class OutOfTheBox:
     ceiling_from: str | None = None
     num_samples: int = 1000
     batch_size: int = 50
+    mean_baseline: bool = True
 
 
 @dataclass
@@ -186,25 +189,31 @@ def _ootb_row(
     ]
 
 
+MEAN_LABEL = "input-free mean"
+
+
 def _run_ootb(suite: Suite, work: Path, log: Any) -> list[dict[str, Any]]:
-    """Score every model, specialist and the ceiling; cached per entry in ``ootb/*.json``."""
+    """Score every model, specialist, the ceiling and the input-free mean; cached per entry."""
     from fourm_lightning.commands.generate import load_model
-    from fourm_lightning.transfer.ootb import evaluate
+    from fourm_lightning.transfer.ootb import default_tasks, evaluate, evaluate_mean_baseline
 
     assert suite.ootb is not None
     spec = suite.ootb
     runs = {r.name: r for r in suite.pretrain}
-    entries: list[tuple[str, str, list[str] | None, bool]] = [
-        (m, m, None, False) for m in spec.models
+    # (label, run, domains, kind): kind is "model", "ceiling" or "mean" (no run).
+    entries: list[tuple[str, str | None, list[str] | None, str]] = [
+        (m, m, None, "model") for m in spec.models
     ]
     entries += [
-        (f"specialist ({run})", run, [domain], False) for domain, run in spec.specialists.items()
+        (f"specialist ({run})", run, [domain], "model") for domain, run in spec.specialists.items()
     ]
     if spec.ceiling_from:
-        entries.append(("tokenizer ceiling", spec.ceiling_from, None, True))
+        entries.append(("tokenizer ceiling", spec.ceiling_from, None, "ceiling"))
+    if spec.mean_baseline:
+        entries.append((MEAN_LABEL, None, list(default_tasks()), "mean"))
     rows: list[dict[str, Any]] = []
-    for label, run_name, domains, ceiling in entries:
-        if run_name not in runs:
+    for label, run_name, domains, kind in entries:
+        if run_name is not None and run_name not in runs:
             raise ValueError(f"ootb names the run {run_name!r}, the suite pretrains {list(runs)}")
         cache = work / "ootb" / f"{label.replace(' ', '_').replace('(', '').replace(')', '')}.json"
         if cache.is_file():
@@ -212,15 +221,21 @@ def _run_ootb(suite: Suite, work: Path, log: Any) -> list[dict[str, Any]]:
         else:
             log(f"out of the box: {label}")
             started = time.perf_counter()
-            model = load_model(str(runs[run_name].checkpoint(work)))
-            scores = evaluate(
-                model,
-                spec.data_dir,
-                domains=domains,
-                ceiling=ceiling,
-                num_samples=spec.num_samples,
-                batch_size=spec.batch_size,
-            )
+            if kind == "mean":
+                assert domains is not None
+                scores = evaluate_mean_baseline(
+                    spec.data_dir, domains, num_samples=spec.num_samples, batch_size=spec.batch_size
+                )
+            else:
+                assert run_name is not None
+                scores = evaluate(
+                    load_model(str(runs[run_name].checkpoint(work))),
+                    spec.data_dir,
+                    domains=domains,
+                    ceiling=kind == "ceiling",
+                    num_samples=spec.num_samples,
+                    batch_size=spec.batch_size,
+                )
             record = {"scores": scores, "seconds": round(time.perf_counter() - started, 1)}
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(record, indent=2))
@@ -324,7 +339,7 @@ def _ootb_table(suite: Suite, rows: list[dict[str, Any]]) -> list[str]:
     if not ootb or suite.ootb is None:
         return []
     tasks = default_tasks()
-    models = ["tokenizer ceiling", "specialist", *suite.ootb.models]
+    models = ["tokenizer ceiling", MEAN_LABEL, "specialist", *suite.ootb.models]
     models = [m for m in models if any(r["model"] == m for r in ootb)]
     lines = [
         "## Out of the box: RGB -> X on the validation split",

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -47,6 +48,8 @@ class OutOfTheBoxTask:
         primary: the metric a results table shows first.
         higher_is_better: the primary metric's direction.
         scorer: builds the accumulator (``update(pred, truth, batch)``, ``compute() -> dict``).
+        summary: how the input-free baseline summarises the ground truth over the split
+            (``MeanField``); None: no such baseline (text).
     """
 
     domain: str
@@ -54,6 +57,37 @@ class OutOfTheBoxTask:
     primary: str
     higher_is_better: bool
     scorer: Callable[[], Scorer]
+    summary: MeanField | None = None
+
+
+@dataclass(frozen=True)
+class MeanField:
+    """An input-free prediction: the same map or vector for every image of the split.
+
+    Args:
+        rule: ``mean`` (per pixel / component), ``log_mean`` (geometric mean, for depth) or
+            ``mode`` (the most frequent label per pixel).
+        num_classes: labels for ``mode``.
+    """
+
+    rule: Literal["mean", "log_mean", "mode"]
+    num_classes: int = 0
+
+    def prepare(self, truth: Tensor) -> Tensor:
+        """(B, ...) ground truth -> (B, ...) summands."""
+        if self.rule == "log_mean":
+            return truth.float().clamp_min(1e-3).log()
+        if self.rule == "mode":
+            return F.one_hot(truth.long(), self.num_classes).float()
+        return truth.float()
+
+    def finish(self, mean: Tensor) -> Tensor:
+        """Mean summand -> the prediction (one sample's form)."""
+        if self.rule == "log_mean":
+            return mean.exp()
+        if self.rule == "mode":
+            return mean.argmax(-1)
+        return mean
 
 
 class Scorer:
@@ -146,6 +180,7 @@ def default_tasks() -> dict[str, OutOfTheBoxTask]:
             "abs_rel",
             False,
             dense(M.DepthMetrics, "depth", _float, M.align_log_depth),
+            MeanField("log_mean"),
         ),
         OutOfTheBoxTask(
             "tok_normal",
@@ -153,6 +188,7 @@ def default_tasks() -> dict[str, OutOfTheBoxTask]:
             "mean_angle",
             False,
             dense(M.NormalAngularError, "normal", _float),
+            MeanField("mean"),
         ),
         OutOfTheBoxTask(
             "tok_semseg",
@@ -160,6 +196,7 @@ def default_tasks() -> dict[str, OutOfTheBoxTask]:
             "miou",
             True,
             dense(lambda: M.SegmentationIoU(len(SEMSEG_CLASSES)), "semseg", _labels),
+            MeanField("mode", len(SEMSEG_CLASSES)),
         ),
         OutOfTheBoxTask(
             "tok_instance_edge",
@@ -167,9 +204,15 @@ def default_tasks() -> dict[str, OutOfTheBoxTask]:
             "f1",
             True,
             dense(M.EdgeF1, "instance_edge", _labels),
+            MeanField("mode", 2),
         ),
         OutOfTheBoxTask(
-            "tok_camera", "camera", "rmse", False, dense(M.CameraError, "camera", _float)
+            "tok_camera",
+            "camera",
+            "rmse",
+            False,
+            dense(M.CameraError, "camera", _float),
+            MeanField("mean"),
         ),
         OutOfTheBoxTask("caption", "caption", "all", True, _CaptionScorer),
         OutOfTheBoxTask("det", "det", "map", True, lambda: _DetectionScorer(SHAPE_CLASSES)),
@@ -312,4 +355,54 @@ def evaluate(
     return {name: scorers[name].compute() for name in names}
 
 
-__all__ = ["OutOfTheBoxTask", "Scorer", "default_tasks", "evaluate", "generation_step"]
+def evaluate_mean_baseline(
+    data_dir: str,
+    domains: Sequence[str],
+    *,
+    num_samples: int = 1000,
+    batch_size: int = 50,
+    tasks: Mapping[str, OutOfTheBoxTask] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Score the input-free baseline: every image gets the split's mean ground truth.
+
+    What a model must beat to have used the image at all (e.g. the average room's depth layout,
+    the mean camera). It reads the scored samples' ground truth twice: once to summarise it
+    (``MeanField``), once to score the summary against each sample. Domains without a summary
+    (text) are skipped.
+
+    Returns:
+        ``{domain: {metric: value}}``.
+    """
+    tasks = dict(tasks or default_tasks())
+    names = [n for n in domains if n in tasks and tasks[n].summary is not None]
+    modalities = sorted({tasks[n].truth for n in names})
+    sums: dict[str, Tensor] = {}
+    count = 0
+    for batch in _batches(data_dir, modalities, batch_size, num_samples):
+        for name in names:
+            field = tasks[name].summary
+            assert field is not None
+            total = field.prepare(batch[tasks[name].truth]).sum(0)
+            sums[name] = sums[name] + total if name in sums else total
+        count += len(batch["__key__"])
+    preds = {}
+    for name in names:
+        field = tasks[name].summary
+        assert field is not None
+        preds[name] = field.finish(sums[name] / max(count, 1))
+    scorers = {n: tasks[n].scorer() for n in names}
+    for batch in _batches(data_dir, modalities, batch_size, num_samples):
+        for name in names:
+            scorers[name].update([preds[name]] * len(batch["__key__"]), batch)
+    return {name: scorers[name].compute() for name in names}
+
+
+__all__ = [
+    "MeanField",
+    "OutOfTheBoxTask",
+    "Scorer",
+    "default_tasks",
+    "evaluate",
+    "evaluate_mean_baseline",
+    "generation_step",
+]

@@ -71,6 +71,7 @@ def test_tiny_suite_writes_its_tables_and_resumes(
     ootb = {(r["model"], r["task"]) for r in rows if r["section"] == "ootb"}
     assert ("4m", "tok_depth") in ootb and ("4m", "caption") in ootb
     assert ("specialist", "tok_depth") in ootb and ("tokenizer ceiling", "det") in ootb
+    assert ("input-free mean", "tok_depth") in ootb and ("input-free mean", "caption") not in ootb
     transfer = [r for r in rows if r["section"] == "transfer" and r["metric"] == "acc"]
     runs = {(r["task"], r["model"], r["seed"]) for r in transfer}
     assert runs == {

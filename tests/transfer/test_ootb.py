@@ -68,3 +68,21 @@ def test_align_log_depth_recovers_a_power_and_scale():
     # A flat prediction can only move to the mean log depth (geometric mean 2.83 of 1, 2, 4, 8).
     flat = align_log_depth(torch.ones_like(target), target)
     assert torch.allclose(flat, torch.full_like(target, 64**0.25), rtol=1e-4)
+
+
+def test_mean_baseline_predicts_the_split_mean(tiny_dataset):
+    domains = ["tok_camera", "tok_semseg", "caption"]
+    scores = ootb.evaluate_mean_baseline(str(tiny_dataset), domains, num_samples=8, batch_size=3)
+    assert set(scores) == {"tok_camera", "tok_semseg"}  # text has no mean
+    batches = list(ootb._batches(str(tiny_dataset), ["camera", "semseg"], 8, 8))
+    camera = torch.cat([b["camera"] for b in batches])
+    semseg = torch.cat([b["semseg"] for b in batches]).long()
+    # Camera: the mean vector for everyone; RMSE over all components.
+    expected = (camera - camera.mean(0)).pow(2).mean().sqrt()
+    assert scores["tok_camera"]["rmse"] == pytest.approx(float(expected), rel=1e-5)
+    # Semseg: the most frequent class per pixel; pixel accuracy = share of pixels it matches.
+    counts = torch.stack([(semseg == c).sum(0) for c in range(int(semseg.max()) + 1)])
+    mode = counts.argmax(0)
+    assert scores["tok_semseg"]["pixel_acc"] == pytest.approx(
+        float((semseg == mode).float().mean())
+    )
