@@ -152,24 +152,34 @@ class Suite:
     transfer: Transfer | None = None
 
 
-def _make_datasets(datasets: Datasets, log: Any) -> None:
-    if (
-        datasets.shifted is not None
-        and not (Path(datasets.shifted.out) / "manifest.json").is_file()
-    ):
-        from fourm_lightning.datamodules.build import synthesize_dataset
-        from fourm_lightning.datamodules.synth.config import SceneConfig
-
+def _make_datasets(datasets: Datasets, work: Path, log: Any) -> list[dict[str, Any]]:
+    """Make the missing datasets; returns the time each took (recorded when it was made)."""
+    record_file = work / "datasets.json"
+    records: dict[str, float] = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    if datasets.shifted is not None:
         s = datasets.shifted
-        log(f"making the shifted scenes in {s.out}")
-        scene = SceneConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in s.scene.items()}
-        )
-        synthesize_dataset(Path(s.out), s.num_train, s.num_val, seed=s.seed, scene=scene)
+        if not (Path(s.out) / "manifest.json").is_file():
+            from fourm_lightning.datamodules.build import synthesize_dataset
+            from fourm_lightning.datamodules.synth.config import SceneConfig
+
+            log(f"making the shifted scenes in {s.out}")
+            started = time.perf_counter()
+            scene = SceneConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in s.scene.items()}
+            )
+            synthesize_dataset(Path(s.out), s.num_train, s.num_val, seed=s.seed, scene=scene)
+            records[s.out] = round(time.perf_counter() - started, 1)
     if datasets.fashion_mnist is not None:
         from fourm_lightning.datamodules.fashion_mnist import convert_fashion_mnist
 
-        convert_fashion_mnist(Path(datasets.fashion_mnist), limit=datasets.fashion_mnist_limit)
+        out = Path(datasets.fashion_mnist)
+        started = time.perf_counter()
+        made = not (out / "manifest.json").is_file()
+        convert_fashion_mnist(out, limit=datasets.fashion_mnist_limit)
+        if made or datasets.fashion_mnist not in records:
+            records[datasets.fashion_mnist] = round(time.perf_counter() - started, 1)
+    record_file.write_text(json.dumps(records, indent=2))
+    return [{"stage": "datasets", "seconds": seconds} for seconds in records.values()]
 
 
 def _ootb_row(
@@ -351,6 +361,7 @@ def _ootb_table(suite: Suite, rows: list[dict[str, Any]]) -> list[str]:
         metrics = sorted(
             {r["metric"] for r in ootb if r["task"] == domain}, key=lambda m: m != task.primary
         )
+        metrics = [m for m in metrics if not task.shown or m in task.shown]
         for metric in metrics:
             cells = []
             for model in models:
@@ -464,10 +475,7 @@ def run_suite(suite: Suite, quiet: bool = False) -> Path:
     def log(message: str) -> None:
         print(f"[benchmark {suite.name}] {message}", flush=True)
 
-    timings: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    _make_datasets(suite.datasets, log)
-    timings.append({"stage": "datasets", "seconds": round(time.perf_counter() - started, 1)})
+    timings = _make_datasets(suite.datasets, work, log)
     for i, run in enumerate(suite.pretrain):
         log(f"pretrain {i + 1}/{len(suite.pretrain)}: {run.name}")
         run = FitRun(run.name, run.configs, list(run.args) + list(suite.pretrain_args))

@@ -50,6 +50,7 @@ class OutOfTheBoxTask:
         scorer: builds the accumulator (``update(pred, truth, batch)``, ``compute() -> dict``).
         summary: how the input-free baseline summarises the ground truth over the split
             (``MeanField``); None: no such baseline (text).
+        shown: the metrics a results table shows (all are in the CSV); empty: all.
     """
 
     domain: str
@@ -58,6 +59,7 @@ class OutOfTheBoxTask:
     higher_is_better: bool
     scorer: Callable[[], Scorer]
     summary: MeanField | None = None
+    shown: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,8 +215,16 @@ def default_tasks() -> dict[str, OutOfTheBoxTask]:
             False,
             dense(M.CameraError, "camera", _float),
             MeanField("mean"),
+            ("rmse", "position_error", "forward_angle"),
         ),
-        OutOfTheBoxTask("caption", "caption", "all", True, _CaptionScorer),
+        OutOfTheBoxTask(
+            "caption",
+            "caption",
+            "all",
+            True,
+            _CaptionScorer,
+            shown=("all", "objects", "colors", "relations", "mentions_per_caption"),
+        ),
         OutOfTheBoxTask("det", "det", "map", True, lambda: _DetectionScorer(SHAPE_CLASSES)),
     ]
     return {t.domain: t for t in tasks}
