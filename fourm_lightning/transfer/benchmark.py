@@ -498,13 +498,3 @@ def run_suite(suite: Suite, quiet: bool = False) -> Path:
     out = write_tables(suite, rows, timings)
     log(f"results in {out}/results.md, results.csv, results.png")
     return out
-
-
-def benchmark(config: Suite, quiet: bool = True) -> None:
-    """Run a benchmark suite (``fourm-lightning benchmark --config configs/benchmark/X.yaml``).
-
-    Args:
-        config: the suite.
-        quiet: keep each run's own output in its log file (``<work_dir>/<run>/version_0/fit.log``).
-    """
-    run_suite(config, quiet=quiet)
