@@ -415,25 +415,13 @@ class _Claim:
 
 
 @dataclass(frozen=True)
-class _Placement:
-    """Where an object is, in the fields the relation rules read (``caption.Placed``)."""
-
-    x: float
-    depth: float
-    u: float
-    wx: float
-    wz: float
-    footprint: float
-
-
-@dataclass(frozen=True)
 class _Thing:
     """A scene object as the caption rules see it."""
 
     shape: str | None
     color: str | None
     size: str | None
-    geometry: _Placement | None
+    geometry: caption_rules.Placement | None
 
 
 @dataclass(frozen=True)
@@ -546,13 +534,15 @@ def _things(scene: Mapping[str, Any], visible_only: bool) -> list[_Thing]:
             # Camera space has z towards the camera, so depth = -z; u is the image-plane x.
             x, depth = float(cam[0]), -float(cam[2])
             u = x / depth if depth > 0 else math.nan
-            geometry = _Placement(x, depth, u, float(center[0]), float(center[2]), float(radius))
+            geometry = caption_rules.Placement(
+                x, depth, u, float(center[0]), float(center[2]), float(radius)
+            )
         shape = record.get("shape", record.get("class"))  # hand-made records use "class"
         out.append(_Thing(shape, record.get("color"), record.get("size"), geometry))
     return out
 
 
-def _geometry(thing: _Thing) -> _Placement:
+def _geometry(thing: _Thing) -> caption_rules.Placement:
     if thing.geometry is None:
         raise ValueError(
             "checking a relation needs each object's 'camera_center', 'center' and "

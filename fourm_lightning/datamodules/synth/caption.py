@@ -17,7 +17,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +58,8 @@ TEXTURE_WORDS: dict[str, tuple[str, ...]] = {
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 
 
-class Placed(Protocol):
+@dataclass(frozen=True)
+class Placement:
     """Where an object is, as the relation rules read it (metres unless stated)."""
 
     x: float  # camera space, right
@@ -71,38 +72,32 @@ class Placed(Protocol):
 
 # The rules every relation in a caption obeys; the caption-truth metric checks captions with
 # the same functions (fourm_lightning.transfer.metrics).
-def left_of(a: Placed, b: Placed) -> bool:
+def left_of(a: Placement, b: Placement) -> bool:
     """A is clearly left of B: in camera x by ``LEFT_MARGIN`` and in the image."""
     return b.x - a.x > LEFT_MARGIN and b.u > a.u
 
 
-def in_front_of(a: Placed, b: Placed) -> bool:
+def in_front_of(a: Placement, b: Placement) -> bool:
     """A is clearly closer to the camera than B (by ``DEPTH_MARGIN``)."""
     return a.depth < b.depth - DEPTH_MARGIN
 
 
-def next_to(a: Placed, b: Placed) -> bool:
+def next_to(a: Placement, b: Placement) -> bool:
     """The floor gap between the footprint discs is under ``NEXT_TO_GAP``."""
     return math.hypot(a.wx - b.wx, a.wz - b.wz) - a.footprint - b.footprint < NEXT_TO_GAP
 
 
-def near_wall(a: Placed, normal: Sequence[float], offset: float) -> bool:
+def near_wall(a: Placement, normal: Sequence[float], offset: float) -> bool:
     """A's footprint is within ``WALL_GAP`` of the wall plane ``normal . p + offset = 0``."""
     return a.wx * normal[0] + a.wz * normal[2] + offset - a.footprint < WALL_GAP
 
 
-@dataclass
-class _Obj:
+@dataclass(frozen=True)
+class _Obj(Placement):
     k: int
     shape: str
     color: str
     size: str
-    x: float
-    depth: float
-    u: float
-    wx: float
-    wz: float
-    footprint: float
 
 
 class _Writer:
@@ -156,7 +151,7 @@ def _objects(scene: Scene, visible: np.ndarray) -> list[_Obj]:
             continue
         x, _, z = scene.camera.to_camera(obj.center)
         out.append(
-            _Obj(k, obj.shape, obj.color, obj.size, x, -z, x / -z, obj.x, obj.z, obj.footprint)
+            _Obj(x, -z, x / -z, obj.x, obj.z, obj.footprint, k, obj.shape, obj.color, obj.size)
         )
     return out
 
