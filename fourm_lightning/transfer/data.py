@@ -133,6 +133,7 @@ class TargetStream(ShardStream):
                         f"cannot compute the {type(self.target).__name__} target: {exc}",
                         modality=",".join(self.target.needs),
                         key=str(sample.get("__key__")),
+                        file=str(sample.get("__url__")),
                     )
                 )
                 continue

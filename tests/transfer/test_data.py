@@ -72,3 +72,25 @@ def test_datamodule_without_target_streams_plain_batches(tiny_dataset):
     data.setup("fit")
     batch = next(iter(data.val_dataloader()))
     assert "target" not in batch and batch["depth"].shape[1] == 1
+
+
+class _FailsOnFirstKey(LargestObjectShape):
+    """A target that cannot label one sample (as a scene graph missing an instance would)."""
+
+    def __call__(self, sample):
+        if sample["__key__"] == "00000000":
+            raise ValueError("no label for this one")
+        return super().__call__(sample)
+
+
+def test_a_sample_whose_target_fails_is_skipped_counted_and_named(tiny_dataset, caplog):
+    data = TransferDataModule(
+        str(tiny_dataset), target=_FailsOnFirstKey(), modalities=["rgb"], batch_size=4,
+        num_workers=0, augment=False,
+    )  # fmt: skip
+    data.setup("fit")
+    batches = list(data.val_dataloader())
+    keys = [k for b in batches for k in b["__key__"]]
+    assert "00000000" not in keys and len(keys) == 8 - 1
+    assert sum(b["__skipped__"] for b in batches) == 1
+    assert "00000000" in caplog.text and "shard-" in caplog.text and "no label" in caplog.text
