@@ -506,8 +506,11 @@ def _sentence_claims(tokens: list[str], phrases: list[_Phrase]) -> list[_Claim]:
     return claims
 
 
-def _parse_caption(caption: str) -> tuple[list[_Phrase], list[_Claim]]:
-    """Object mentions and relation claims of a caption (garbage yields fewer of both)."""
+def parse_caption(caption: str) -> tuple[list[_Phrase], list[_Claim]]:
+    """Object mentions (shape, colour, size) and relation claims of a caption.
+
+    Any text parses; garbage yields fewer of both.
+    """
     phrases: list[_Phrase] = []
     claims: list[_Claim] = []
     for sentence in _SENTENCE_END.split(caption.lower()):
@@ -600,7 +603,7 @@ def check_caption(
         The mentions in caption order: all objects, then colours, then relations.
     """
     things = _things(scene, visible_only)
-    phrases, claims = _parse_caption(caption if isinstance(caption, str) else "")
+    phrases, claims = parse_caption(caption if isinstance(caption, str) else "")
     matching = {p: [t for t in things if _matches(t, p)] for p in phrases}
     out = [CaptionMention("object", p.text, bool(matching[p])) for p in phrases]
     out += [
@@ -814,6 +817,7 @@ __all__ = [
     "SegmentationIoU",
     "check_caption",
     "detection_map",
+    "parse_caption",
 ]
 
 
