@@ -1,6 +1,5 @@
-"""End to end through the real command line: data synth, data show, quickstart and the script."""
+"""End to end through the real command line: data synth, data show and the console script."""
 
-import json
 import shutil
 import subprocess
 import sys
@@ -81,31 +80,6 @@ def test_data_synth_and_show(tmp_path):
     # A second synth into the same folder is refused instead of mixing two datasets.
     with pytest.raises(FileExistsError, match="--overwrite"):
         main(["data", "synth", "--out", str(out), "--num_train", "1", "--num_val", "1"])
-
-
-def test_quickstart_tiny_runs_and_resumes(tmp_path, monkeypatch, capsys):
-    from fourm_lightning.commands import quickstart as module
-
-    # The real stages on a smaller tiny size, so the test stays a few seconds.
-    monkeypatch.setattr(module, "TINY", module.QuickstartSize(num_train=12, num_val=6))
-    run = tmp_path / "qs"
-    main(["quickstart", "--tiny", "--out", str(run), "--resolution", "32", "--num_figures", "2"])
-    results = (run / "results.md").read_text()
-    assert "12 train + 6 val" in results and "samples/s" in results
-    assert sorted(p.name for p in (run / "figures").iterdir()) == ["val_0000.png", "val_0001.png"]
-    stats = json.loads((run / "dataset_stats.json").read_text())
-    assert stats["samples"] == 6 and sum(stats["visible_objects_per_scene"].values()) == 6
-
-    # Second run: the dataset is complete and is not generated again.
-    manifest_time = (run / "data" / "manifest.json").stat().st_mtime_ns
-    capsys.readouterr()
-    main(["quickstart", "--tiny", "--out", str(run), "--resolution", "32", "--num_figures", "2"])
-    assert "is complete, skipping" in capsys.readouterr().out
-    assert (run / "data" / "manifest.json").stat().st_mtime_ns == manifest_time
-    # A missing shard makes the dataset incomplete again: it is regenerated.
-    (run / "data" / "val" / "shard-000000.tar").unlink()
-    main(["quickstart", "--tiny", "--out", str(run), "--resolution", "32", "--num_figures", "2"])
-    assert (run / "data" / "val" / "shard-000000.tar").is_file()
 
 
 def test_console_script_exits_zero(tmp_path):

@@ -1,161 +1,100 @@
-"""``fourm-lightning quickstart``: the main job on the built-in dataset.
+"""``fourm-lightning quickstart``: the whole 4M pipeline on the built-in dataset.
 
-Stages run in order and each skips work whose output already exists and is valid, so a second run
-resumes. Today the stages are: generate the dataset, draw validation samples, compute dataset
-statistics. Tokenizers, 4M pretraining, generation and evaluation join as they land.
+Stages, in order (``fourm_lightning/quickstart/stages.py``): render the dataset, train every
+tokenizer briefly, train the WordPiece text tokenizer, pre-tokenize, pretrain a CPU-scale 4M,
+generate RGB-to-all and caption-to-RGB on validation samples, score RGB -> X out of the box beside
+the tokenizer ceiling, then write ``RUN/results.md``. A stage whose recorded output is valid for
+the same settings is skipped, so a second run resumes where the first stopped.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-
-@dataclass(frozen=True)
-class QuickstartSize:
-    """How much data the quickstart generates."""
-
-    num_train: int
-    num_val: int
-
-
-FULL = QuickstartSize(num_train=20000, num_val=1000)
-TINY = QuickstartSize(num_train=400, num_val=100)
-
-
-def _dataset_is_complete(data_dir: Path, size: QuickstartSize, resolution: int, seed: int) -> bool:
-    """True when ``data_dir`` holds a finished dataset made with these settings."""
-    from fourm_lightning.datamodules.shards import read_manifest
-
-    if not (data_dir / "manifest.json").is_file():
-        return False
-    manifest = read_manifest(data_dir)
-    return (
-        manifest.resolution == resolution
-        and manifest.seed == seed
-        and manifest.num_samples("train") == size.num_train
-        and manifest.num_samples("val") == size.num_val
-        and all(
-            (data_dir / shard).is_file()
-            for split in ("train", "val")
-            for shard in manifest.shards(split)
-        )
-    )
-
-
-def _statistics(data_dir: Path, limit: int) -> dict[str, Any]:
-    """Label statistics over the first ``limit`` validation samples."""
-    from fourm_lightning.datamodules.shards import iter_samples
-
-    objects: Counter[int] = Counter()
-    shapes: Counter[str] = Counter()
-    colors: Counter[str] = Counter()
-    caption_words: list[int] = []
-    for count, sample in enumerate(iter_samples(data_dir, "val", ["det", "caption"])):
-        if count >= limit:
-            break
-        objects[len(sample["det"])] += 1
-        shapes.update(box["class"] for box in sample["det"])
-        colors.update(box["color"] for box in sample["det"])
-        caption_words.append(len(sample["caption"].split()))
-    return {
-        "samples": sum(objects.values()),
-        "visible_objects_per_scene": dict(sorted(objects.items())),
-        "shapes": dict(shapes.most_common()),
-        "colors": dict(colors.most_common()),
-        "caption_words_mean": sum(caption_words) / max(len(caption_words), 1),
-    }
+from fourm_lightning.quickstart.plan import ROOT
 
 
 def quickstart(
     out: str = "runs/quickstart",
+    plan: str | None = None,
     tiny: bool = False,
-    resolution: int = 64,
-    seed: int = 0,
-    workers: int = 2,
-    num_figures: int = 4,
+    num_figures: int = 1,
 ) -> Path:
-    """Run the main job on the built-in dataset and write ``OUT/results.md``.
+    """Run the main job and write ``OUT/results.md``.
 
     Args:
-        out: run folder; the dataset goes to ``OUT/data``, figures to ``OUT/figures``.
-        tiny: a small version (400 + 100 samples) for smoke tests and CI.
-        resolution: image side in pixels.
-        seed: dataset seed.
-        workers: generator processes.
-        num_figures: validation samples drawn.
+        out: run folder (data, tokenizers, tokens, the 4M run, figures and results go there).
+        plan: a plan YAML; default ``configs/quickstart/full.yaml`` (``tiny.yaml`` with --tiny).
+        tiny: the 3-minute smoke version (``configs/quickstart/tiny.yaml``).
+        num_figures: validation samples drawn with all their modalities (``figures/sample_*``).
 
     Returns:
         The path of ``results.md``.
     """
     from fourm_lightning.commands.data import show
-    from fourm_lightning.datamodules.build import synthesize_dataset
+    from fourm_lightning.quickstart import report, stages
+    from fourm_lightning.quickstart.plan import load_plan
+    from fourm_lightning.quickstart.record import StageBook, StageRecord
 
+    if plan is not None and tiny:
+        raise ValueError("give --plan or --tiny, not both")
+    plan_path = (
+        Path(plan)
+        if plan
+        else ROOT / "configs" / "quickstart" / f"{'tiny' if tiny else 'full'}.yaml"
+    )
+    the_plan = load_plan(plan_path)
     run_dir = Path(out)
-    data_dir = run_dir / "data"
-    size = TINY if tiny else FULL
     run_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    book = StageBook(run_dir)
+    records: dict[str, StageRecord] = {}
+    count = 6 + len(the_plan.tokenizers)
+    step = iter(range(1, count + 1))
 
-    print(f"[1/3] dataset: {size.num_train} train + {size.num_val} val at {resolution}px")
-    if _dataset_is_complete(data_dir, size, resolution, seed):
-        print(f"      {data_dir} is complete, skipping")
-    else:
-        start = time.perf_counter()
-        synthesize_dataset(
-            data_dir,
-            num_train=size.num_train,
-            num_val=size.num_val,
-            resolution=resolution,
-            seed=seed,
-            workers=workers,
-            overwrite=True,
-        )
-        timings["generation_s"] = time.perf_counter() - start
+    def announce(name: str, record: StageRecord) -> StageRecord:
+        state = "skipped: valid output exists" if record.skipped else f"{record.seconds:.0f} s"
+        print(f"[{next(step)}/{count}] {name}: {state}", flush=True)
+        records[record.name] = record
+        return record
 
-    print(f"[2/3] figures of {num_figures} validation samples")
-    figures = []
-    for index in range(min(num_figures, size.num_val)):
-        path = run_dir / "figures" / f"val_{index:04d}.png"
+    def begin(text: str) -> None:
+        print(f"\n==> {text}", flush=True)
+
+    begin(f"dataset ({the_plan.dataset.num_train} + {the_plan.dataset.num_val} scenes)")
+    data = announce("dataset", stages.dataset_stage(the_plan.dataset, run_dir, book))
+    for index in range(num_figures):
+        path = run_dir / "figures" / f"sample_{index}.png"
         if not path.is_file():
-            show(str(data_dir), out=str(path), split="val", index=index)
-        figures.append(path)
-
-    print("[3/3] dataset statistics")
-    stats = _statistics(data_dir, limit=size.num_val)
-    (run_dir / "dataset_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-
-    lines = [
-        "# Quickstart results",
-        "",
-        f"- dataset: `{data_dir}` ({size.num_train} train + {size.num_val} val, {resolution}px, "
-        f"seed {seed})",
-    ]
-    if "generation_s" in timings:
-        total = size.num_train + size.num_val
-        lines.append(
-            f"- generation: {timings['generation_s']:.1f} s "
-            f"({total / timings['generation_s']:.0f} samples/s with {workers} workers)"
-        )
-    lines += [
-        f"- visible objects per validation scene: {stats['visible_objects_per_scene']}",
-        f"- shapes: {stats['shapes']}",
-        f"- colours: {stats['colors']}",
-        f"- mean caption length: {stats['caption_words_mean']:.1f} words",
-        "",
-        "## Figures",
-        "",
-        *[f"![{p.stem}](figures/{p.name})" for p in figures],
-        "",
-        "Tokenizer training, 4M pretraining, generation and evaluation are not part of the",
-        "quickstart yet (see the README's Status table).",
-        "",
-    ]
-    results = run_dir / "results.md"
-    results.write_text("\n".join(lines))
-    print(f"\ndone: {results}\n" + "\n".join(lines[2:6]))
+            show(str(run_dir / "data"), out=str(path), split="val", index=index)
+    tokenizers: dict[str, StageRecord] = {}
+    for tok in the_plan.tokenizers:
+        begin(f"tokenizer {tok.modality} ({tok.max_steps} steps from {tok.config})")
+        record = stages.tokenizer_stage(tok, data, run_dir, book)
+        tokenizers[tok.modality] = announce(f"tokenizer {tok.modality}", record)
+    begin("WordPiece text tokenizer")
+    text = announce("text tokenizer", stages.text_stage(the_plan.text, data, run_dir, book))
+    begin("pre-tokenize")
+    tokens = announce(
+        "pre-tokenize",
+        stages.pretokenize_stage(the_plan.pretokenize, data, tokenizers, run_dir, book),
+    )
+    begin(f"4M pretraining ({the_plan.pretrain.max_steps} steps from {the_plan.pretrain.config})")
+    model = announce(
+        "4M pretraining",
+        stages.pretrain_stage(the_plan.pretrain, tokens, tokenizers, text, run_dir, book),
+    )
+    begin("generation: RGB to all, caption to RGB")
+    announce(
+        "generation",
+        stages.generation_stage(the_plan.generation, model, tokens, run_dir, book),
+    )
+    begin("out-of-the-box evaluation")
+    announce("evaluation", stages.evaluation_stage(the_plan.evaluation, model, data, run_dir, book))
+    shown = plan_path.resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    results = report.write_results(run_dir, shown, records, list(tokenizers.values()))
+    print("\n" + report.summary(run_dir, records), flush=True)
     return results
+
+
+__all__ = ["quickstart"]

@@ -1,0 +1,1 @@
+"""The quickstart: the main job's plan, stages, stage records, figures and report."""

@@ -1,0 +1,210 @@
+"""The quickstart's plan: what each stage does and with what budget, read from one YAML file.
+
+``configs/quickstart/full.yaml`` is the README's main job (under 30 minutes on 2 CPU cores) and
+``configs/quickstart/tiny.yaml`` the smoke version CI runs. Every training stage names the
+experiment config it starts from; the plan only sets budgets and paths on top of it, so what the
+quickstart trains is what ``fourm-lightning fit --config <that config>`` trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: The repository root: configs named in a plan are relative to it.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """The built-in dataset the quickstart renders (``fourm-lightning data synth``)."""
+
+    num_train: int = 20000
+    num_val: int = 1000
+    resolution: int = 64
+    seed: int = 0
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class TokenizerPlan:
+    """One modality tokenizer trained with ``fourm-lightning fit --config CONFIG``.
+
+    ``overrides`` are dotted config keys set on top of the config (e.g. a smaller codebook for
+    the short budget); ``max_steps`` and ``warmup_steps`` set the budget. The data's epoch is
+    sized so that the one validation pass comes after the last step.
+    """
+
+    modality: str
+    config: str
+    max_steps: int
+    warmup_steps: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """The WordPiece tokenizer shared by every text modality."""
+
+    vocab_size: int = 5000
+
+
+@dataclass(frozen=True)
+class PretokenizePlan:
+    """``fourm-lightning data pretokenize`` settings."""
+
+    num_crops: int = 1
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class PretrainPlan:
+    """The 4M run: ``CONFIG`` with the quickstart's tokenizers, data and budget."""
+
+    config: str
+    max_steps: int
+    max_time: str
+    warmup_steps: int
+    val_check_interval: int
+    limit_val_batches: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """RGB-to-all and caption-to-RGB on the first validation samples.
+
+    ``num_samples`` are drawn in the figures; caption-to-RGB runs on ``caption_samples`` to
+    count how often the named shapes and colours appear (``transfer.caption_image``).
+    """
+
+    rgb2all: str = "configs/generation/rgb2all.yaml"
+    caption2rgb: str = "configs/generation/caption2rgb.yaml"
+    num_samples: int = 8
+    caption_samples: int = 32
+    figure_modalities: tuple[str, ...] = ("tok_depth", "tok_normal", "tok_semseg")
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """Out-of-the-box RGB -> X scoring beside the tokenizer ceiling and the input-free mean."""
+
+    num_samples: int = 1000
+    batch_size: int = 50
+
+
+@dataclass(frozen=True)
+class QuickstartPlan:
+    """Every stage of the main job, in order."""
+
+    dataset: DatasetPlan
+    tokenizers: tuple[TokenizerPlan, ...]
+    text: TextPlan
+    pretokenize: PretokenizePlan
+    pretrain: PretrainPlan
+    generation: GenerationPlan
+    evaluation: EvaluationPlan
+
+
+def _build(cls: type, value: Any, where: str) -> Any:
+    """``cls(**value)`` with errors that name the plan file's key at fault."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(names)}")
+    try:
+        return cls(**value)
+    except TypeError as error:  # a missing required key
+        raise ValueError(f"{where}: {error}") from None
+
+
+def load_plan(path: str | Path) -> QuickstartPlan:
+    """Read a plan YAML (see ``configs/quickstart/*.yaml``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a missing section, an unknown key or a config file that does not exist; the
+            message names the plan file and the key.
+    """
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a quickstart plan is a mapping of stages")
+    sections = {f.name for f in dataclasses.fields(QuickstartPlan)}
+    if set(raw) != sections:
+        raise ValueError(
+            f"{path}: stages {sorted(raw)} differ from the expected {sorted(sections)}"
+        )
+    tokenizers = raw["tokenizers"]
+    if not isinstance(tokenizers, list) or not tokenizers:
+        raise ValueError(f"{path}: 'tokenizers' must be a non-empty list")
+    gen = dict(raw["generation"])
+    if "figure_modalities" in gen:
+        gen["figure_modalities"] = tuple(gen["figure_modalities"])
+    plan = QuickstartPlan(
+        dataset=_build(DatasetPlan, raw["dataset"], f"{path}: dataset"),
+        tokenizers=tuple(
+            _build(TokenizerPlan, t, f"{path}: tokenizers[{i}]") for i, t in enumerate(tokenizers)
+        ),
+        text=_build(TextPlan, raw["text"], f"{path}: text"),
+        pretokenize=_build(PretokenizePlan, raw["pretokenize"], f"{path}: pretokenize"),
+        pretrain=_build(PretrainPlan, raw["pretrain"], f"{path}: pretrain"),
+        generation=_build(GenerationPlan, gen, f"{path}: generation"),
+        evaluation=_build(EvaluationPlan, raw["evaluation"], f"{path}: evaluation"),
+    )
+    configs = {f"tokenizers[{t.modality}].config": t.config for t in plan.tokenizers}
+    configs |= {
+        "pretrain.config": plan.pretrain.config,
+        "generation.rgb2all": plan.generation.rgb2all,
+        "generation.caption2rgb": plan.generation.caption2rgb,
+    }
+    for key, config in configs.items():
+        if not (ROOT / config).is_file():
+            raise ValueError(f"{path}: {key} names {config}, which is not in {ROOT}")
+    modalities = [t.modality for t in plan.tokenizers]
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"{path}: a modality is listed twice in tokenizers: {modalities}")
+    return plan
+
+
+def plan_dict(plan: QuickstartPlan) -> dict[str, Any]:
+    """The plan as plain data (recorded with every stage, so a changed budget reruns it)."""
+    return dataclasses.asdict(plan)
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested config dict, failing on a path the config does not have.
+
+    A typo in an override must not silently add a key the training code never reads.
+    """
+    node: Any = config
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"override {key!r}: the config has no {'.'.join(parts[: i + 1])!r}")
+        node = node[part]
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise KeyError(f"override {key!r}: the config has no {key!r}")
+    node[parts[-1]] = value
+
+
+__all__ = [
+    "ROOT",
+    "DatasetPlan",
+    "EvaluationPlan",
+    "GenerationPlan",
+    "PretokenizePlan",
+    "PretrainPlan",
+    "QuickstartPlan",
+    "TextPlan",
+    "TokenizerPlan",
+    "load_plan",
+    "plan_dict",
+    "set_dotted",
+]

@@ -1,0 +1,404 @@
+"""The quickstart's stages: each one trains or computes through the same code as its CLI command.
+
+Training stages write the exact config they ran to ``RUN/configs/<run>.yaml`` and run it with
+LightningCLI in this process, so ``fourm-lightning fit --config RUN/configs/<run>.yaml`` repeats
+them. Every stage returns a ``StageRecord`` and is skipped when a valid one exists (``record.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fourm_lightning.quickstart.plan import (
+    ROOT,
+    DatasetPlan,
+    EvaluationPlan,
+    GenerationPlan,
+    PretokenizePlan,
+    PretrainPlan,
+    TextPlan,
+    TokenizerPlan,
+    set_dotted,
+)
+from fourm_lightning.quickstart.record import StageBook, StageRecord
+
+
+def _read_config(name: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def _write_config(config: dict[str, Any], path: Path, source: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Written by `fourm-lightning quickstart` from {source}; repeat the run with\n"
+        f"#   fourm-lightning fit --config {path}\n"
+    )
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False, width=100))
+    return path
+
+
+def _fit(config_path: Path) -> tuple[str, dict[str, float], int]:
+    """Run ``fit`` on a config; return the last checkpoint, final metrics and the step reached."""
+    import sys
+
+    from fourm_lightning.cli import lightning_cli
+
+    # LightningCLI warns when sys.argv holds other arguments (the quickstart's own).
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli = lightning_cli(["fit", f"--config={config_path}"])
+    finally:
+        sys.argv = argv
+    trainer = cli.trainer
+    checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise RuntimeError(f"{config_path}: training finished without a last checkpoint")
+    metrics = {
+        k: round(float(v), 4) for k, v in sorted(trainer.callback_metrics.items()) if "val" in k
+    }
+    return checkpoint, metrics, int(trainer.global_step)
+
+
+def _logger_to(config: dict[str, Any], save_dir: Path, name: str) -> None:
+    """Point the config's TensorBoard logger at ``save_dir/name/version_0``."""
+    logger = config["trainer"]["logger"]
+    logger["init_args"].update({"save_dir": str(save_dir), "name": name, "version": 0})
+
+
+def dataset_stage(plan: DatasetPlan, run_dir: Path, book: StageBook) -> StageRecord:
+    """Render the built-in dataset into ``RUN/data`` (``fourm-lightning data synth``)."""
+    from fourm_lightning.datamodules.build import synthesize_dataset
+    from fourm_lightning.datamodules.shards import read_manifest
+
+    data_dir = run_dir / "data"
+    settings = {"dataset": plan}
+    done = book.valid("dataset", settings)
+    if done:
+        return done
+    with book.run("dataset", settings) as record:
+        synthesize_dataset(
+            data_dir,
+            num_train=plan.num_train,
+            num_val=plan.num_val,
+            resolution=plan.resolution,
+            seed=plan.seed,
+            workers=plan.workers,
+            overwrite=True,
+        )
+        manifest = read_manifest(data_dir)
+        record.outputs = {"data": str(data_dir / "manifest.json")}
+        record.metrics = {s: manifest.num_samples(s) for s in ("train", "val")}
+    return record
+
+
+def tokenizer_stage(
+    plan: TokenizerPlan, data: StageRecord, run_dir: Path, book: StageBook
+) -> StageRecord:
+    """Train one modality tokenizer from its experiment config with the plan's short budget."""
+    name = f"tok_{plan.modality}"
+    settings = {"tokenizer": plan, "data": data.fingerprint}
+    done = book.valid(name, settings)
+    if done:
+        return done
+    config = _read_config(plan.config)
+    for key, value in plan.overrides.items():
+        set_dotted(config, key, value)
+    config["trainer"]["max_steps"] = plan.max_steps
+    config["model"]["init_args"]["warmup_steps"] = plan.warmup_steps
+    data_args = config["data"]["init_args"]
+    data_args["data_dir"] = str(Path(data.outputs["data"]).parent)
+    data_args["synthesize"] = None  # the dataset stage made it
+    # One "epoch" = the whole budget: the validation pass (metrics, reconstructions in
+    # TensorBoard) then scores the final weights.
+    data_args["epoch_samples"] = plan.max_steps * int(data_args["batch_size"])
+    _logger_to(config, run_dir / "tokenizers", name)
+    path = _write_config(config, run_dir / "configs" / f"{name}.yaml", plan.config)
+    shutil.rmtree(run_dir / "tokenizers" / name, ignore_errors=True)
+    with book.run(name, settings) as record:
+        checkpoint, metrics, steps = _fit(path)
+        record.outputs = {"checkpoint": checkpoint, "config": str(path)}
+        record.metrics = {"steps": steps, **metrics}
+    return record
+
+
+def text_stage(plan: TextPlan, data: StageRecord, run_dir: Path, book: StageBook) -> StageRecord:
+    """Train the WordPiece tokenizer on the training captions and measure its round trip."""
+    from fourm_lightning.tokenizers.lit_text import evaluate_text_tokenizer, train_text_tokenizer
+
+    settings = {"text": plan, "data": data.fingerprint}
+    done = book.valid("tok_text", settings)
+    if done:
+        return done
+    data_dir = str(Path(data.outputs["data"]).parent)
+    out = run_dir / "tokenizers" / "tok_text"
+    with book.run("tok_text", settings) as record:
+        tokenizer = train_text_tokenizer(data_dir, str(out), plan.vocab_size)
+        report = evaluate_text_tokenizer(tokenizer, data_dir, "val")
+        record.outputs = {"tokenizer": str(out / "tokenizer.json")}
+        record.metrics = {"vocab_size": tokenizer.vocab_size, **report}
+    return record
+
+
+def pretokenize_stage(
+    plan: PretokenizePlan,
+    data: StageRecord,
+    tokenizers: dict[str, StageRecord],
+    run_dir: Path,
+    book: StageBook,
+) -> StageRecord:
+    """Tokenize the dataset with the trained tokenizers into ``RUN/tokens``."""
+    from fourm_lightning.datamodules.pretokenize import pretokenize_dataset
+
+    settings = {
+        "pretokenize": plan,
+        "data": data.fingerprint,
+        "tokenizers": {m: r.fingerprint for m, r in tokenizers.items()},
+    }
+    done = book.valid("pretokenize", settings)
+    if done:
+        return done
+    out = run_dir / "tokens"
+    # Token shards resume per shard only for the same tokenizers; new tokenizers start over.
+    shutil.rmtree(out, ignore_errors=True)
+    with book.run("pretokenize", settings) as record:
+        manifest = pretokenize_dataset(
+            str(Path(data.outputs["data"]).parent),
+            str(out),
+            {m: r.outputs["checkpoint"] for m, r in tokenizers.items()},
+            num_crops=plan.num_crops,
+            batch_size=plan.batch_size,
+        )
+        record.outputs = {"tokens": str(out)}
+        record.metrics = {s: manifest.num_samples(s) for s in ("train", "val")}
+    return record
+
+
+def _vocab_size(path: str) -> int:
+    from fourm_lightning.tokenizers.loading import load_tokenizer
+
+    return int(load_tokenizer(path).vocab_size)
+
+
+def fourm_config(
+    plan: PretrainPlan,
+    tokens: str,
+    tokenizers: dict[str, str],
+    text_tokenizer: str,
+    save_dir: Path,
+) -> dict[str, Any]:
+    """The pretraining config: ``plan.config`` with the quickstart's tokenizers, data and budget.
+
+    Args:
+        plan: the pretraining plan.
+        tokens: the token dataset folder.
+        tokenizers: modality -> tokenizer checkpoint (``tok_<modality>`` domains use them).
+        text_tokenizer: the WordPiece folder (every text domain uses it).
+        save_dir: the TensorBoard logger's folder (the run goes to ``save_dir/fourm/version_0``).
+
+    Raises:
+        ValueError: a token domain of the config whose tokenizer the quickstart did not train.
+    """
+    config = copy.deepcopy(_read_config(plan.config))
+    for key, value in plan.overrides.items():
+        set_dotted(config, key, value)
+    model = config["model"]["init_args"]
+    text_vocab = _vocab_size(text_tokenizer)
+    for domain in model["domains"]:
+        args = domain["init_args"]
+        if "tokenizer" not in args:
+            continue  # pixel and continuous inputs
+        if domain["class_path"].endswith("TextDomain"):
+            args.update(tokenizer=text_tokenizer, vocab_size=text_vocab)
+            continue
+        modality = args["name"].removeprefix("tok_")
+        if modality not in tokenizers:
+            raise ValueError(
+                f"{plan.config}: domain {args['name']!r} needs a {modality!r} tokenizer, and the "
+                f"plan trains only {sorted(tokenizers)}"
+            )
+        args.update(tokenizer=tokenizers[modality], vocab_size=_vocab_size(tokenizers[modality]))
+    model["warmup_steps"] = plan.warmup_steps
+    trainer = config["trainer"]
+    trainer.update(
+        max_steps=plan.max_steps,
+        max_time=plan.max_time,
+        val_check_interval=plan.val_check_interval,
+        limit_val_batches=plan.limit_val_batches,
+    )
+    _logger_to(config, save_dir, "fourm")
+    config["data"]["init_args"]["data_dir"] = tokens
+    return config
+
+
+def pretrain_stage(
+    plan: PretrainPlan,
+    tokens: StageRecord,
+    tokenizers: dict[str, StageRecord],
+    text: StageRecord,
+    run_dir: Path,
+    book: StageBook,
+) -> StageRecord:
+    """Pretrain 4M on the token dataset (``fourm-lightning fit``)."""
+    settings = {
+        "pretrain": plan,
+        "tokens": tokens.fingerprint,
+        "text": text.fingerprint,
+    }
+    done = book.valid("pretrain", settings)
+    if done:
+        return done
+    config = fourm_config(
+        plan,
+        tokens.outputs["tokens"],
+        {m: r.outputs["checkpoint"] for m, r in tokenizers.items()},
+        str(Path(text.outputs["tokenizer"]).parent),
+        run_dir,
+    )
+    path = _write_config(config, run_dir / "configs" / "fourm.yaml", plan.config)
+    shutil.rmtree(run_dir / "fourm", ignore_errors=True)
+    with book.run("pretrain", settings) as record:
+        checkpoint, metrics, steps = _fit(path)
+        record.outputs = {"checkpoint": checkpoint, "config": str(path)}
+        record.metrics = {"steps": steps, **metrics}
+    return record
+
+
+def _schedule(path: str) -> list[Any]:
+    from fourm_lightning.generation.sampler import GenerationStep
+
+    return [GenerationStep(**step) for step in _read_config(path)["schedule"]]
+
+
+def generation_stage(
+    plan: GenerationPlan,
+    model: StageRecord,
+    tokens: StageRecord,
+    run_dir: Path,
+    book: StageBook,
+) -> StageRecord:
+    """RGB-to-all and caption-to-RGB on the first validation samples, plus overview figures."""
+    from fourm_lightning.commands.generate import generate
+    from fourm_lightning.quickstart.figures import overview_figure
+
+    settings = {"generation": plan, "model": model.fingerprint, "tokens": tokens.fingerprint}
+    done = book.valid("generation", settings)
+    if done:
+        return done
+    out = run_dir / "generation"
+    figures = run_dir / "figures"
+    shown = list(plan.figure_modalities)
+    with book.run("generation", settings) as record:
+        rgb2all = generate(
+            _schedule(plan.rgb2all),
+            model.outputs["checkpoint"],
+            out=str(out / "rgb2all"),
+            val_samples=plan.num_samples,
+            data_dir=tokens.outputs["tokens"],
+        )
+        caption2rgb = generate(
+            _schedule(plan.caption2rgb),
+            model.outputs["checkpoint"],
+            out=str(out / "caption2rgb"),
+            val_samples=max(plan.caption_samples, plan.num_samples),
+            data_dir=tokens.outputs["tokens"],
+            conditions=["caption"],
+        )
+        record.outputs = {
+            "rgb2all": str(
+                overview_figure(
+                    rgb2all,
+                    ["rgb", *(f"{m}{s}" for m in shown for s in ("", "_true"))],
+                    figures / "rgb2all.png",
+                )
+            ),
+            "caption2rgb": str(
+                overview_figure(
+                    caption2rgb,
+                    ["tok_semseg", "tok_depth", "tok_rgb", "tok_rgb_true"],
+                    figures / "caption2rgb.png",
+                    caption="caption",
+                    limit=plan.num_samples,
+                )
+            ),
+        }
+        record.metrics = {
+            "caption_samples": max(plan.caption_samples, plan.num_samples),
+            "caption2rgb_agreement": caption_agreement_of(caption2rgb),
+        }
+    return record
+
+
+def caption_agreement_of(folder: Path) -> dict[str, dict[str, float]]:
+    """Named shapes and colours found in caption-to-RGB outputs, beside the two controls.
+
+    Reads ``fourm-lightning generate``'s files of a caption -> semseg -> ... -> RGB run on
+    validation samples (``<id>.caption.txt``, ``<id>.tok_semseg[_true].png``,
+    ``<id>.tok_rgb[_true].png``); see ``transfer.caption_image.agreement_table``.
+    """
+    import json
+
+    from fourm_lightning.quickstart.figures import load_generated
+    from fourm_lightning.transfer.caption_image import agreement_table
+
+    samples = json.loads((folder / "generate.json").read_text())["samples"]
+
+    def pair(sample: str, suffix: str) -> tuple[Any, Any]:
+        semseg = load_generated(folder, sample, f"tok_semseg{suffix}")[1].long()
+        return semseg, load_generated(folder, sample, f"tok_rgb{suffix}")[1]
+
+    captions = [(folder / f"{s}.caption.txt").read_text() for s in samples]
+    generated = [pair(s, "") for s in samples]
+    truth = [pair(s, "_true") for s in samples]
+    return agreement_table(captions, generated, truth)
+
+
+def evaluation_stage(
+    plan: EvaluationPlan,
+    model: StageRecord,
+    data: StageRecord,
+    run_dir: Path,
+    book: StageBook,
+) -> StageRecord:
+    """Out-of-the-box RGB -> X scores beside the tokenizer ceiling and the input-free mean."""
+    import json
+
+    from fourm_lightning.commands.generate import load_model
+    from fourm_lightning.transfer.ootb import evaluate, evaluate_mean_baseline
+
+    settings = {"evaluation": plan, "model": model.fingerprint, "data": data.fingerprint}
+    done = book.valid("evaluation", settings)
+    if done:
+        return done
+    data_dir = str(Path(data.outputs["data"]).parent)
+    num = min(plan.num_samples, int(data.metrics["val"]))
+    with book.run("evaluation", settings) as record:
+        net = load_model(model.outputs["checkpoint"])
+        common = {"num_samples": num, "batch_size": plan.batch_size}
+        scores = {
+            "num_samples": num,
+            "model": evaluate(net, data_dir, **common),
+            "ceiling": evaluate(net, data_dir, ceiling=True, **common),
+        }
+        scores["mean"] = evaluate_mean_baseline(data_dir, list(scores["model"]), **common)
+        path = run_dir / "evaluation.json"
+        path.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+        record.outputs = {"evaluation": str(path)}
+        record.metrics = scores
+    return record
+
+
+__all__ = [
+    "dataset_stage",
+    "evaluation_stage",
+    "fourm_config",
+    "generation_stage",
+    "pretokenize_stage",
+    "pretrain_stage",
+    "text_stage",
+    "tokenizer_stage",
+]

@@ -1,0 +1,72 @@
+"""The quickstart plan files: both shipped plans load, and bad plans fail naming file and key."""
+
+import pytest
+import yaml
+
+from fourm_lightning.quickstart.plan import ROOT, load_plan, set_dotted
+
+
+@pytest.mark.parametrize("name", ["full", "tiny"])
+def test_shipped_plans_load_and_cover_every_tokenized_domain(name):
+    plan = load_plan(ROOT / "configs" / "quickstart" / f"{name}.yaml")
+    pretrain = yaml.safe_load((ROOT / plan.pretrain.config).read_text())
+    needed = {
+        d["init_args"]["name"].removeprefix("tok_")
+        for d in pretrain["model"]["init_args"]["domains"]
+        if "tokenizer" in d["init_args"] and not d["class_path"].endswith("TextDomain")
+    }
+    assert needed == {t.modality for t in plan.tokenizers}
+
+
+def test_the_tiny_plan_has_the_same_stages_and_configs_as_the_full_one():
+    full = load_plan(ROOT / "configs/quickstart/full.yaml")
+    tiny = load_plan(ROOT / "configs/quickstart/tiny.yaml")
+    assert [(t.modality, t.config) for t in tiny.tokenizers] == [
+        (t.modality, t.config) for t in full.tokenizers
+    ]
+    assert tiny.pretrain.config == full.pretrain.config
+    assert sum(t.max_steps for t in tiny.tokenizers) < sum(t.max_steps for t in full.tokenizers)
+
+
+def _write(tmp_path, change):
+    raw = yaml.safe_load((ROOT / "configs/quickstart/tiny.yaml").read_text())
+    change(raw)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_an_unknown_key_is_named_with_the_file(tmp_path):
+    path = _write(tmp_path, lambda raw: raw["pretrain"].update(max_step=3))
+    with pytest.raises(ValueError, match=r"plan\.yaml: pretrain: unknown keys \['max_step'\]"):
+        load_plan(path)
+
+
+def test_a_missing_stage_is_an_error(tmp_path):
+    path = _write(tmp_path, lambda raw: raw.pop("evaluation"))
+    with pytest.raises(ValueError, match="stages"):
+        load_plan(path)
+
+
+def test_a_missing_config_file_names_the_tokenizer(tmp_path):
+    def change(raw):
+        raw["tokenizers"][1]["config"] = "configs/experiment/tok_dpeth.yaml"
+
+    with pytest.raises(ValueError, match=r"tokenizers\[depth\]\.config names .*tok_dpeth"):
+        load_plan(_write(tmp_path, change))
+
+
+def test_a_required_key_missing_names_the_entry(tmp_path):
+    path = _write(tmp_path, lambda raw: raw["tokenizers"][2].pop("max_steps"))
+    with pytest.raises(ValueError, match=r"tokenizers\[2\].*max_steps"):
+        load_plan(path)
+
+
+def test_set_dotted_changes_existing_keys_and_refuses_new_ones():
+    config = {"model": {"init_args": {"lr": 1.0}}}
+    set_dotted(config, "model.init_args.lr", 2.0)
+    assert config["model"]["init_args"]["lr"] == 2.0
+    with pytest.raises(KeyError, match=r"model\.init_args\.lrr"):
+        set_dotted(config, "model.init_args.lrr", 3.0)
+    with pytest.raises(KeyError, match="'modle'"):
+        set_dotted(config, "modle.init_args.lr", 3.0)

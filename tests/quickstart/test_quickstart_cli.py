@@ -1,0 +1,102 @@
+"""The main job end to end through ``fourm-lightning quickstart`` on a micro plan.
+
+Every stage runs for real (dataset, 7 tokenizers, WordPiece, pre-tokenization, 4M, generation,
+evaluation) with one or two steps each; then the resume rules are checked on the same run folder.
+"""
+
+import json
+
+import pytest
+import yaml
+
+from fourm_lightning.cli import main
+from fourm_lightning.quickstart.plan import ROOT
+
+SMALL_DATA = {"data.init_args.batch_size": 4, "data.init_args.num_workers": 0}
+
+
+def micro_plan(tmp_path):
+    raw = yaml.safe_load((ROOT / "configs/quickstart/tiny.yaml").read_text())
+    raw["dataset"].update(num_train=16, num_val=8, workers=1)
+    for tokenizer in raw["tokenizers"]:
+        tokenizer.update(max_steps=2, warmup_steps=1)
+        tokenizer["overrides"] = {**tokenizer.get("overrides", {}), **SMALL_DATA}
+    raw["pretrain"].update(max_steps=2, warmup_steps=1, val_check_interval=2)
+    raw["pretrain"]["overrides"] = {**SMALL_DATA, "data.init_args.epoch_samples": 8}
+    raw["generation"]["num_samples"] = 1
+    raw["evaluation"].update(num_samples=4, batch_size=4)
+    path = tmp_path / "micro.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run(plan, out, capsys):
+    capsys.readouterr()
+    main(["quickstart", "--plan", str(plan), "--out", str(out)])
+    return capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("quickstart")
+    plan, out = micro_plan(tmp), tmp / "run"
+    main(["quickstart", "--plan", str(plan), "--out", str(out)])
+    return plan, out
+
+
+def test_every_stage_writes_its_outputs_and_results(finished):
+    _, out = finished
+    stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
+    tokenizers = ["rgb", "depth", "normal", "semseg", "canny_edge", "instance_edge", "camera"]
+    assert stages == sorted(
+        ["dataset", "pretokenize", "pretrain", "generation", "evaluation", "tok_text"]
+        + [f"tok_{m}" for m in tokenizers]
+    )
+    for m in tokenizers:
+        assert (out / f"tokenizers/tok_{m}/version_0/checkpoints/last.ckpt").is_file()
+        # The config written for the run is the one a user repeats with `fit --config`.
+        config = yaml.safe_load((out / f"configs/tok_{m}.yaml").read_text())
+        assert config["trainer"]["max_steps"] == 2
+        assert config["data"]["init_args"]["data_dir"] == str(out / "data")
+    fourm = yaml.safe_load((out / "configs/fourm.yaml").read_text())
+    paths = [d["init_args"].get("tokenizer") for d in fourm["model"]["init_args"]["domains"]]
+    assert all(p is None or p.startswith(str(out)) for p in paths)
+    assert (out / "fourm/version_0/checkpoints/last.ckpt").is_file()
+    assert (out / "figures/rgb2all.png").stat().st_size > 1000
+    assert (out / "figures/caption2rgb.png").stat().st_size > 1000
+
+    scores = json.loads((out / "evaluation.json").read_text())
+    assert scores["num_samples"] == 4
+    assert set(scores["model"]) == set(scores["ceiling"])
+    assert {"tok_depth", "tok_normal", "tok_semseg", "caption", "det"} <= set(scores["model"])
+    # The ceiling scores the ground truth through the tokenizers: captions come back exactly.
+    assert scores["ceiling"]["caption"]["all"] == 1.0
+    results = (out / "results.md").read_text()
+    for domain in scores["model"]:
+        assert f"| `{domain}` |" in results
+    assert "![RGB to all](figures/rgb2all.png)" in results
+    assert "| `tok_semseg` | 2 |" in results  # the tokenizer table: name and steps
+
+
+def test_a_second_run_skips_every_stage(finished, capsys):
+    plan, out = finished
+    checkpoint = out / "fourm/version_0/checkpoints/last.ckpt"
+    before = checkpoint.stat().st_mtime_ns
+    printed = run(plan, out, capsys)
+    assert printed.count("skipped: valid output exists") == 13
+    assert checkpoint.stat().st_mtime_ns == before
+
+
+def test_a_deleted_checkpoint_reruns_that_stage_and_those_after_it(finished, capsys):
+    plan, out = finished
+    (out / "fourm/version_0/checkpoints/last.ckpt").unlink()
+    printed = run(plan, out, capsys)
+    assert printed.count("skipped: valid output exists") == 10
+    for stage in ("4M pretraining", "generation", "evaluation"):
+        assert f"] {stage}: " in printed and f"] {stage}: skipped" not in printed
+    assert (out / "fourm/version_0/checkpoints/last.ckpt").is_file()
+
+
+def test_plan_and_tiny_together_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="--plan or --tiny"):
+        main(["quickstart", "--tiny", "--plan", "x.yaml", "--out", str(tmp_path)])

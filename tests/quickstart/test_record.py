@@ -1,0 +1,47 @@
+"""Stage records: a stage is skipped only for the same settings and outputs that still exist."""
+
+import json
+
+import pytest
+
+from fourm_lightning.quickstart.record import StageBook, fingerprint
+
+
+def test_fingerprint_ignores_key_order_and_sees_values():
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_a_finished_stage_is_valid_until_settings_or_outputs_change(tmp_path):
+    book = StageBook(tmp_path)
+    output = tmp_path / "model.ckpt"
+    with book.run("train", {"steps": 10}) as record:
+        output.write_text("weights")
+        record.outputs = {"checkpoint": str(output)}
+        record.metrics = {"loss": 1.5}
+    again = book.valid("train", {"steps": 10})
+    assert again is not None and again.skipped
+    assert again.metrics == {"loss": 1.5} and again.fingerprint == record.fingerprint
+    assert book.valid("train", {"steps": 11}) is None
+    output.unlink()
+    assert book.valid("train", {"steps": 10}) is None
+
+
+def test_a_failed_stage_leaves_no_record_and_forgets_the_old_one(tmp_path):
+    book = StageBook(tmp_path)
+    with book.run("train", {"steps": 1}):
+        pass
+    assert book.valid("train", {"steps": 1}) is not None
+    with pytest.raises(RuntimeError), book.run("train", {"steps": 1}):
+        raise RuntimeError("out of memory")
+    assert book.valid("train", {"steps": 1}) is None
+    assert not book.path("train").exists()
+
+
+def test_a_truncated_record_is_not_valid(tmp_path):
+    book = StageBook(tmp_path)
+    book.folder.mkdir()
+    book.path("train").write_text('{"fingerprint": ')
+    assert book.valid("train", {}) is None
+    book.path("train").write_text(json.dumps({"fingerprint": fingerprint({}), "outputs": {}}))
+    assert book.valid("train", {}) is not None
