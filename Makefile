@@ -1,6 +1,6 @@
 # The two commands a newcomer needs (see README):
 #   make quickstart   the main job on the built-in dataset
-#   make test         lint + the test suite
+#   make test         lint, the test suite, the tiny quickstart and the notebooks on its run
 # Each creates or updates the virtual environment it needs first.
 
 SHELL := bash
@@ -11,8 +11,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Extra arguments for the quickstart, e.g. `make quickstart ARGS=--tiny`.
 ARGS ?=
+# Where `make test` runs the tiny quickstart that the notebooks then read.
+TEST_RUN ?= runs/test_quickstart
 
-.PHONY: venv quickstart test test-slow lint format clean
+.PHONY: venv quickstart test unit e2e notebooks test-slow lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +33,18 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint unit notebooks
+
+unit: venv
 	$(BIN)/pytest
+
+# The main job's smoke version, from scratch (a leftover run would only be skipped stage by stage).
+e2e: venv
+	rm -rf $(TEST_RUN)
+	$(BIN)/fourm-lightning quickstart --tiny --out $(TEST_RUN)
+
+notebooks: e2e
+	FOURM_RUN=$(TEST_RUN) $(BIN)/pytest --nbmake notebooks
 
 test-slow: venv
 	$(BIN)/pytest -m slow
