@@ -1,14 +1,15 @@
 """Stage records: what makes a quickstart stage's output valid, so a second run can skip it.
 
 Each finished stage writes ``RUN/stages/<name>.json`` with a fingerprint of its settings (which
-include the fingerprints of the stages it read from), the files it produced, its metrics and its
-wall time. A stage is skipped only when the record's fingerprint equals the current one and every
+include the identities of the stages it read from: their fingerprints and when they were made),
+the files it produced, its metrics and its wall time. A stage is skipped only when the record's fingerprint equals the current one and every
 recorded output still exists; a changed budget, a retrained tokenizer upstream or a deleted
 checkpoint makes it run again.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import time
@@ -35,6 +36,7 @@ class StageRecord:
         outputs: label -> path of each produced file or folder (relative paths as given).
         metrics: figures the stage measured (validation metrics, counts).
         seconds: wall time of the run that made the outputs.
+        made: when the outputs were made (UTC, ISO 8601).
     """
 
     name: str
@@ -42,7 +44,17 @@ class StageRecord:
     outputs: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    made: str = ""
     skipped: bool = False
+
+    @property
+    def identity(self) -> str:
+        """What later stages record of this one: its settings *and* when its outputs were made.
+
+        A stage rerun with unchanged settings (say, after its checkpoint was deleted) makes new
+        outputs; the stages that read them must run again, so the time is part of the identity.
+        """
+        return f"{self.fingerprint}@{self.made}"
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (without ``skipped``, a property of this run only)."""
@@ -52,6 +64,7 @@ class StageRecord:
             "outputs": self.outputs,
             "metrics": self.metrics,
             "seconds": round(self.seconds, 1),
+            "made": self.made,
         }
 
 
@@ -84,6 +97,7 @@ class StageBook:
             outputs=stored["outputs"],
             metrics=stored.get("metrics", {}),
             seconds=stored.get("seconds", 0.0),
+            made=stored.get("made", ""),
             skipped=True,
         )
 
@@ -109,6 +123,7 @@ class StageBook:
         start = time.perf_counter()
         yield record
         record.seconds = time.perf_counter() - start
+        record.made = datetime.datetime.now(datetime.timezone.utc).isoformat()
         self.save(record)
 
 

@@ -101,7 +101,7 @@ def tokenizer_stage(
 ) -> StageRecord:
     """Train one modality tokenizer from its experiment config with the plan's short budget."""
     name = f"tok_{plan.modality}"
-    settings = {"tokenizer": plan, "data": data.fingerprint}
+    settings = {"tokenizer": plan, "data": data.identity}
     done = book.valid(name, settings)
     if done:
         return done
@@ -130,7 +130,7 @@ def text_stage(plan: TextPlan, data: StageRecord, run_dir: Path, book: StageBook
     """Train the WordPiece tokenizer on the training captions and measure its round trip."""
     from fourm_lightning.tokenizers.lit_text import evaluate_text_tokenizer, train_text_tokenizer
 
-    settings = {"text": plan, "data": data.fingerprint}
+    settings = {"text": plan, "data": data.identity}
     done = book.valid("tok_text", settings)
     if done:
         return done
@@ -156,8 +156,8 @@ def pretokenize_stage(
 
     settings = {
         "pretokenize": plan,
-        "data": data.fingerprint,
-        "tokenizers": {m: r.fingerprint for m, r in tokenizers.items()},
+        "data": data.identity,
+        "tokenizers": {m: r.identity for m, r in tokenizers.items()},
     }
     done = book.valid("pretokenize", settings)
     if done:
@@ -246,8 +246,8 @@ def pretrain_stage(
     """Pretrain 4M on the token dataset (``fourm-lightning fit``)."""
     settings = {
         "pretrain": plan,
-        "tokens": tokens.fingerprint,
-        "text": text.fingerprint,
+        "tokens": tokens.identity,
+        "text": text.identity,
     }
     done = book.valid("pretrain", settings)
     if done:
@@ -285,7 +285,7 @@ def generation_stage(
     from fourm_lightning.commands.generate import generate
     from fourm_lightning.quickstart.figures import overview_figure
 
-    settings = {"generation": plan, "model": model.fingerprint, "tokens": tokens.fingerprint}
+    settings = {"generation": plan, "model": model.identity, "tokens": tokens.identity}
     done = book.valid("generation", settings)
     if done:
         return done
@@ -370,7 +370,7 @@ def evaluation_stage(
     from fourm_lightning.commands.generate import load_model
     from fourm_lightning.transfer.ootb import evaluate, evaluate_mean_baseline
 
-    settings = {"evaluation": plan, "model": model.fingerprint, "data": data.fingerprint}
+    settings = {"evaluation": plan, "model": model.identity, "data": data.identity}
     done = book.valid("evaluation", settings)
     if done:
         return done

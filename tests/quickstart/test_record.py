@@ -45,3 +45,14 @@ def test_a_truncated_record_is_not_valid(tmp_path):
     assert book.valid("train", {}) is None
     book.path("train").write_text(json.dumps({"fingerprint": fingerprint({}), "outputs": {}}))
     assert book.valid("train", {}) is not None
+
+
+def test_a_rerun_with_the_same_settings_has_a_new_identity(tmp_path):
+    book = StageBook(tmp_path)
+    with book.run("train", {"steps": 1}) as first:
+        pass
+    with book.run("train", {"steps": 1}) as second:
+        pass
+    assert first.fingerprint == second.fingerprint
+    assert first.identity != second.identity  # stages that read it must run again
+    assert book.valid("train", {"steps": 1}).identity == second.identity
