@@ -2,9 +2,9 @@
 
 Each finished stage writes ``RUN/stages/<name>.json`` with a fingerprint of its settings (which
 include the identities of the stages it read from: their fingerprints and when they were made),
-the files it produced, its metrics and its wall time. A stage is skipped only when the record's fingerprint equals the current one and every
-recorded output still exists; a changed budget, a retrained tokenizer upstream or a deleted
-checkpoint makes it run again.
+the files it produced, its metrics and its wall time. A stage is skipped only when the record's
+fingerprint equals the current one and every recorded output still exists; a changed budget, a
+retrained tokenizer upstream or a deleted checkpoint makes it run again.
 """
 
 from __future__ import annotations
