@@ -8,8 +8,8 @@ holds what they need beyond the package's own API and is small enough to test:
 - ``modality_table``, ``dataset_statistics``: what a dataset holds;
 - ``reconstruction_metrics``, ``code_usage``, ``collect_tokens``: tokenizer quality and
   codebook usage;
-- ``read_schedule``, ``comparison_rows``: generation schedules and prediction-over-truth
-  figures;
+- ``read_schedule`` (from ``generation.io``), ``comparison_rows``: generation schedules and
+  prediction-over-truth figures;
 - ``read_results``, ``evaluation_rows``, ``pivot_table``, ``plot_metric_bars``: benchmark
   tables (``results.csv``) and a run's ``evaluation.json`` as tables and bar plots;
 - ``show``: display a figure in a notebook, whatever the matplotlib backend.
@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fourm_lightning.transfer.benchmark import MEAN_LABEL
+from fourm_lightning.generation.io import read_schedule
+from fourm_lightning.transfer.benchmark import CEILING_LABEL, MEAN_LABEL
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from fourm_lightning.datamodules.shards import Manifest
-    from fourm_lightning.generation.sampler import GenerationStep
     from fourm_lightning.modalities import ModalitySpec
 
 #: A ``generation.io.render_sample`` panel: (title, sample-form value, kind).
@@ -47,10 +47,6 @@ Panel = tuple[str, Any, Any]
 #: The environment variable naming the run folder, and its default (relative to the repository).
 RUN_VARIABLE = "FOURM_RUN"
 DEFAULT_RUN = "runs/quickstart"
-
-#: Label of the tokenizer-ceiling rows of out-of-the-box tables (as ``transfer.benchmark``
-#: writes them; its input-free baseline is labelled ``MEAN_LABEL``).
-CEILING_LABEL = "tokenizer ceiling"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -454,30 +450,6 @@ def collect_tokens(
 # ----------------------------------------------------------------------------------------------
 # Generation
 # ----------------------------------------------------------------------------------------------
-
-
-def read_schedule(
-    path: str | os.PathLike[str], domains: Iterable[str] | None = None
-) -> list[GenerationStep]:
-    """The steps of a generation schedule file (``configs/generation/*.yaml``).
-
-    Args:
-        path: a YAML file with a ``schedule`` list of ``GenerationStep`` fields.
-        domains: keep only the steps whose target is one of these (a model's domains); default:
-            every step.
-
-    Returns:
-        The steps, in order.
-    """
-    import yaml
-
-    from fourm_lightning.generation.sampler import GenerationStep
-
-    steps = [GenerationStep(**step) for step in yaml.safe_load(Path(path).read_text())["schedule"]]
-    if domains is None:
-        return steps
-    keep = set(domains)
-    return [step for step in steps if step.target in keep]
 
 
 def comparison_rows(

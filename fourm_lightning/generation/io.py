@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fourm_lightning.generation.sampler import State
+from fourm_lightning.generation.sampler import GenerationStep, State
 from fourm_lightning.modalities import ModalitySpec, builtin_modalities, specs_by_name
 from fourm_lightning.models.domains import PixelDomain, TextDomain
 from fourm_lightning.models.fourm import FourM
@@ -231,4 +232,33 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-__all__ = ["Detokenizer", "condition_state", "load_image", "render_sample", "save_sample"]
+def read_schedule(
+    path: str | os.PathLike[str], domains: Iterable[str] | None = None
+) -> list[GenerationStep]:
+    """The steps of a generation schedule file (``configs/generation/*.yaml``).
+
+    Args:
+        path: a YAML file with a ``schedule`` list of ``GenerationStep`` fields.
+        domains: keep only the steps whose target is one of these (a model's domains); default:
+            every step.
+
+    Returns:
+        The steps, in order.
+    """
+    import yaml
+
+    steps = [GenerationStep(**step) for step in yaml.safe_load(Path(path).read_text())["schedule"]]
+    if domains is None:
+        return steps
+    keep = set(domains)
+    return [step for step in steps if step.target in keep]
+
+
+__all__ = [
+    "Detokenizer",
+    "condition_state",
+    "load_image",
+    "read_schedule",
+    "render_sample",
+    "save_sample",
+]

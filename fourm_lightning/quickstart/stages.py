@@ -268,12 +268,6 @@ def pretrain_stage(
     return record
 
 
-def _schedule(path: str) -> list[Any]:
-    from fourm_lightning.generation.sampler import GenerationStep
-
-    return [GenerationStep(**step) for step in _read_config(path)["schedule"]]
-
-
 def generation_stage(
     plan: GenerationPlan,
     model: StageRecord,
@@ -283,6 +277,7 @@ def generation_stage(
 ) -> StageRecord:
     """RGB-to-all and caption-to-RGB on the first validation samples, plus overview figures."""
     from fourm_lightning.commands.generate import generate
+    from fourm_lightning.generation.io import read_schedule
     from fourm_lightning.quickstart.figures import overview_figure
 
     settings = {"generation": plan, "model": model.identity, "tokens": tokens.identity}
@@ -294,14 +289,14 @@ def generation_stage(
     shown = list(plan.figure_modalities)
     with book.run("generation", settings) as record:
         rgb2all = generate(
-            _schedule(plan.rgb2all),
+            read_schedule(ROOT / plan.rgb2all),
             model.outputs["checkpoint"],
             out=str(out / "rgb2all"),
             val_samples=plan.num_samples,
             data_dir=tokens.outputs["tokens"],
         )
         caption2rgb = generate(
-            _schedule(plan.caption2rgb),
+            read_schedule(ROOT / plan.caption2rgb),
             model.outputs["checkpoint"],
             out=str(out / "caption2rgb"),
             val_samples=max(plan.caption_samples, plan.num_samples),

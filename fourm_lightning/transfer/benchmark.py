@@ -200,6 +200,8 @@ def _ootb_row(
 
 
 MEAN_LABEL = "input-free mean"
+#: Label of the tokenizer-ceiling rows (the ground truth through its tokenizer).
+CEILING_LABEL = "tokenizer ceiling"
 
 
 def _run_ootb(suite: Suite, work: Path, log: Any) -> list[dict[str, Any]]:
@@ -218,7 +220,7 @@ def _run_ootb(suite: Suite, work: Path, log: Any) -> list[dict[str, Any]]:
         (f"specialist ({run})", run, [domain], "model") for domain, run in spec.specialists.items()
     ]
     if spec.ceiling_from:
-        entries.append(("tokenizer ceiling", spec.ceiling_from, None, "ceiling"))
+        entries.append((CEILING_LABEL, spec.ceiling_from, None, "ceiling"))
     if spec.mean_baseline:
         entries.append((MEAN_LABEL, None, list(default_tasks()), "mean"))
     rows: list[dict[str, Any]] = []
@@ -349,7 +351,7 @@ def _ootb_table(suite: Suite, rows: list[dict[str, Any]]) -> list[str]:
     if not ootb or suite.ootb is None:
         return []
     tasks = default_tasks()
-    models = ["tokenizer ceiling", MEAN_LABEL, "specialist", *suite.ootb.models]
+    models = [CEILING_LABEL, MEAN_LABEL, "specialist", *suite.ootb.models]
     models = [m for m in models if any(r["model"] == m for r in ootb)]
     lines = [
         "## Out of the box: RGB -> X on the validation split",
