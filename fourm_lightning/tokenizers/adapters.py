@@ -325,6 +325,18 @@ class PerceptualLoss(nn.Module):
         return torch.stack(losses).mean()
 
 
+def chroma(x: Tensor) -> Tensor:
+    """The colour part of an image: each pixel minus its mean over the channels.
+
+    Args:
+        x: (B, C, H, W) image.
+
+    Returns:
+        (B, C, H, W); zero wherever the image is gray.
+    """
+    return x - x.mean(dim=1, keepdim=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # Adapters
 # ----------------------------------------------------------------------------------------------
@@ -332,7 +344,7 @@ class PerceptualLoss(nn.Module):
 
 @register_adapter(RGBImage)
 class RGBAdapter(KindAdapter):
-    """RGB images: standardised with the kind's mean/std, MSE, optional perceptual loss.
+    """RGB images: standardised with the kind's mean/std; MSE, optional chroma and perceptual terms.
 
     Args:
         perceptual_backbone: timm model name of a perceptual loss; None (default) disables it.
@@ -340,6 +352,10 @@ class RGBAdapter(KindAdapter):
             downloaded).
         perceptual_weight: weight of the perceptual loss.
         perceptual_layers: ``forward_intermediates`` indices whose features are compared.
+        chroma_weight: weight of an extra MSE on the chroma of the image (each pixel minus its
+            mean over the channels). Plain MSE is dominated by brightness, which
+            the three channels share, so a briefly trained tokenizer decodes gray images first;
+            the extra term makes colour errors cost as much early on (0 disables it).
     """
 
     kind_type: ClassVar[type[ModalityKind]] = RGBImage
@@ -350,8 +366,12 @@ class RGBAdapter(KindAdapter):
         perceptual_weights: str | None = None,
         perceptual_weight: float = 1.0,
         perceptual_layers: list[int] | None = None,
+        chroma_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if chroma_weight < 0:
+            raise ValueError(f"chroma_weight must be >= 0, got {chroma_weight}")
+        self.chroma_weight = chroma_weight
         self.perceptual_weight = perceptual_weight
         self.perceptual: PerceptualLoss | None = None
         if perceptual_backbone is not None:
@@ -397,6 +417,14 @@ class RGBAdapter(KindAdapter):
 
     def loss(self, output: Tensor, prepared: Prepared) -> Tensor:  # noqa: D102
         loss = F.mse_loss(output.float(), prepared.target)
+        if self.chroma_weight > 0:
+            # Chroma of the [0, 1] image (gray is zero there, not after standardisation), over
+            # the mean channel variance so the weight compares with the standardised MSE.
+            _, std = self._stats(output)
+            colour_error = F.mse_loss(
+                chroma(self._unit(output)), chroma(self._unit(prepared.target))
+            )
+            loss = loss + self.chroma_weight * colour_error / std.pow(2).mean()
         if self.perceptual is not None and self.perceptual_weight > 0:
             self.perceptual.to(output.device)
             percept = self.perceptual(

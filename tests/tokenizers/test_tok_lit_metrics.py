@@ -137,3 +137,22 @@ def test_label_adapter_maps_ignore_index_for_embedding_and_loss():
     assert prepared.input.max() < 3 and prepared.target[0, 1, 0] == 255
     logits = torch.nn.functional.one_hot(prepared.input, 3).permute(0, 3, 1, 2).float() * 20
     assert adapter.loss(logits, prepared).item() < 1e-6
+
+
+def test_rgb_chroma_term_charges_a_gray_reconstruction_and_not_a_correct_one():
+    plain, coloured = RGBAdapter(), RGBAdapter(chroma_weight=4.0)
+    plain.bind(SPECS["rgb"])
+    coloured.bind(SPECS["rgb"])
+    image = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    image[:, 0] = 200  # a red image ...
+    gray = image.float().mean(1, keepdim=True).expand(-1, 3, -1, -1).round().to(torch.uint8)
+    target, gray_output = plain.prepare(image), plain.prepare(gray).input  # ... decoded gray
+    # Its chroma error is (200 - 66.7)^2 per red pixel and 66.7^2 per other channel, in [0, 1]
+    # units over the mean channel variance.
+    std = torch.tensor(SPECS["rgb"].kind.std)
+    expected = ((200 - 200 / 3) ** 2 + 2 * (200 / 3) ** 2) / 3 / 255**2 / std.pow(2).mean()
+    extra = coloured.loss(gray_output, target) - plain.loss(gray_output, target)
+    assert extra.item() == pytest.approx(4.0 * expected.item(), rel=2e-2)
+    assert coloured.loss(target.input, target).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="chroma_weight"):
+        RGBAdapter(chroma_weight=-1.0)
