@@ -67,10 +67,24 @@ def quickstart(
         if not path.is_file():
             show(str(run_dir / "data"), out=str(path), split="val", index=index)
     tokenizers: dict[str, StageRecord] = {}
-    for tok in the_plan.tokenizers:
-        begin(f"tokenizer {tok.modality} ({tok.max_steps} steps from {tok.config})")
-        record = stages.tokenizer_stage(tok, data, run_dir, book)
-        tokenizers[tok.modality] = announce(f"tokenizer {tok.modality}", record)
+    jobs = the_plan.tokenizer_jobs
+    if jobs > 1:
+        begin(
+            f"{len(the_plan.tokenizers)} tokenizers, {jobs} at a time "
+            f"(their progress: {run_dir / 'logs'}/tok_*.log)"
+        )
+
+        def finished(modality: str, record: StageRecord) -> None:
+            announce(f"tokenizer {modality}", record)
+
+        tokenizers = stages.tokenizer_stages(
+            the_plan.tokenizers, data, run_dir, book, jobs, finished
+        )
+    else:
+        for tok in the_plan.tokenizers:
+            begin(f"tokenizer {tok.modality} ({tok.max_steps} steps from {tok.config})")
+            record = stages.tokenizer_stage(tok, data, run_dir, book)
+            tokenizers[tok.modality] = announce(f"tokenizer {tok.modality}", record)
     begin("WordPiece text tokenizer")
     text = announce("text tokenizer", stages.text_stage(the_plan.text, data, run_dir, book))
     begin("pre-tokenize")

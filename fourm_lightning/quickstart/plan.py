@@ -108,6 +108,8 @@ class QuickstartPlan:
     pretrain: PretrainPlan
     generation: GenerationPlan
     evaluation: EvaluationPlan
+    #: Tokenizers trained side by side, each in its own process (1: one after another, here).
+    tokenizer_jobs: int = 1
 
 
 def _build(cls: type, value: Any, where: str) -> Any:
@@ -136,11 +138,15 @@ def load_plan(path: str | Path) -> QuickstartPlan:
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a quickstart plan is a mapping of stages")
-    sections = {f.name for f in dataclasses.fields(QuickstartPlan)}
-    if set(raw) != sections:
+    sections = {f.name for f in dataclasses.fields(QuickstartPlan)} - {"tokenizer_jobs"}
+    if set(raw) - {"tokenizer_jobs"} != sections:
         raise ValueError(
-            f"{path}: stages {sorted(raw)} differ from the expected {sorted(sections)}"
+            f"{path}: stages {sorted(raw)} differ from the expected {sorted(sections)} "
+            "(and the optional tokenizer_jobs)"
         )
+    jobs = raw.get("tokenizer_jobs", 1)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"{path}: tokenizer_jobs must be a positive integer, got {jobs!r}")
     tokenizers = raw["tokenizers"]
     if not isinstance(tokenizers, list) or not tokenizers:
         raise ValueError(f"{path}: 'tokenizers' must be a non-empty list")
@@ -157,6 +163,7 @@ def load_plan(path: str | Path) -> QuickstartPlan:
         pretrain=_build(PretrainPlan, raw["pretrain"], f"{path}: pretrain"),
         generation=_build(GenerationPlan, gen, f"{path}: generation"),
         evaluation=_build(EvaluationPlan, raw["evaluation"], f"{path}: evaluation"),
+        tokenizer_jobs=jobs,
     )
     configs = {f"tokenizers[{t.modality}].config": t.config for t in plan.tokenizers}
     configs |= {

@@ -13,7 +13,7 @@ import datetime
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ class StageRecord:
         metrics: figures the stage measured (validation metrics, counts).
         seconds: wall time of the run that made the outputs.
         made: when the outputs were made (UTC, ISO 8601).
+        started: when that run started (UTC, ISO 8601; stages may run side by side).
     """
 
     name: str
@@ -45,6 +46,7 @@ class StageRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     made: str = ""
+    started: str = ""
     skipped: bool = False
 
     @property
@@ -65,6 +67,7 @@ class StageRecord:
             "metrics": self.metrics,
             "seconds": round(self.seconds, 1),
             "made": self.made,
+            "started": self.started,
         }
 
 
@@ -98,6 +101,7 @@ class StageBook:
             metrics=stored.get("metrics", {}),
             seconds=stored.get("seconds", 0.0),
             made=stored.get("made", ""),
+            started=stored.get("started", ""),
             skipped=True,
         )
 
@@ -119,12 +123,41 @@ class StageBook:
         The body fills ``record.outputs`` and ``record.metrics``.
         """
         self.invalidate(name)
-        record = StageRecord(name=name, fingerprint=fingerprint(settings))
+        record = StageRecord(name=name, fingerprint=fingerprint(settings), started=_now())
         start = time.perf_counter()
         yield record
         record.seconds = time.perf_counter() - start
-        record.made = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        record.made = _now()
         self.save(record)
 
 
-__all__ = ["StageBook", "StageRecord", "fingerprint"]
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def wall_seconds(records: Iterable[StageRecord]) -> float:
+    """Wall time of the runs that made these records, stages that overlapped counted once.
+
+    Records with a start time contribute the union of their [started, made] intervals; records
+    without one (written before start times were kept) their own ``seconds``.
+    """
+    spans: list[tuple[float, float]] = []
+    total = 0.0
+    for record in records:
+        if record.started and record.made:
+            spans.append(
+                (
+                    datetime.datetime.fromisoformat(record.started).timestamp(),
+                    datetime.datetime.fromisoformat(record.made).timestamp(),
+                )
+            )
+        else:
+            total += record.seconds
+    reach = float("-inf")
+    for begin, end in sorted(spans):
+        total += max(0.0, end - max(begin, reach))
+        reach = max(reach, end)
+    return total
+
+
+__all__ = ["StageBook", "StageRecord", "fingerprint", "wall_seconds"]

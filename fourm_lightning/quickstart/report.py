@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fourm_lightning.quickstart.record import StageRecord
+from fourm_lightning.quickstart.record import StageRecord, wall_seconds
 
 #: Tokenizer validation metrics shown in results.md (all are in ``stages/tok_*.json``).
 TOKENIZER_METRICS = (
@@ -56,8 +56,13 @@ def stage_table(records: Sequence[StageRecord]) -> list[str]:
             f"| {r.name} | {'skipped (valid output)' if r.skipped else 'ran'} "
             f"| {r.seconds / 60:.1f} min |"
         )
-    total = sum(r.seconds for r in records)
+    total = wall_seconds(records)
     lines.append(f"| **all** | | **{total / 60:.1f} min** |")
+    if sum(r.seconds for r in records) > total + 1.0:
+        lines += [
+            "",
+            "Some stages ran side by side (the tokenizers); **all** counts that time once.",
+        ]
     return lines
 
 
@@ -222,7 +227,7 @@ def summary(run_dir: Path, records: Mapping[str, StageRecord]) -> str:
         for d, m in keys.items()
         if d in model and m in model[d]
     )
-    total = sum(r.seconds for r in records.values() if not r.skipped)
+    total = wall_seconds(r for r in records.values() if not r.skipped)
     agreement = records["generation"].metrics["caption2rgb_agreement"]
     own, chance = agreement["generated"], agreement["another caption"]
     caption = (

@@ -8,7 +8,13 @@ them. Every stage returns a ``StageRecord`` and is skipped when a valid one exis
 from __future__ import annotations
 
 import copy
+import json
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +49,11 @@ def _write_config(config: dict[str, Any], path: Path, source: str) -> Path:
 
 
 def _fit(config_path: Path) -> tuple[str, dict[str, float], int]:
-    """Run ``fit`` on a config; return the last checkpoint, final metrics and the step reached."""
-    import sys
+    """Run ``fit`` on a config in this process; return checkpoint, final metrics and steps."""
+    from fourm_lightning.quickstart.fit import fit
 
-    from fourm_lightning.cli import lightning_cli
-
-    # LightningCLI warns when sys.argv holds other arguments (the quickstart's own).
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        cli = lightning_cli(["fit", f"--config={config_path}"])
-    finally:
-        sys.argv = argv
-    trainer = cli.trainer
-    checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
-    if not checkpoint or not Path(checkpoint).is_file():
-        raise RuntimeError(f"{config_path}: training finished without a last checkpoint")
-    metrics = {
-        k: round(float(v), 4) for k, v in sorted(trainer.callback_metrics.items()) if "val" in k
-    }
-    return checkpoint, metrics, int(trainer.global_step)
+    outcome = fit(config_path)
+    return outcome["checkpoint"], outcome["metrics"], outcome["steps"]
 
 
 def _logger_to(config: dict[str, Any], save_dir: Path, name: str) -> None:
@@ -96,6 +88,29 @@ def dataset_stage(plan: DatasetPlan, run_dir: Path, book: StageBook) -> StageRec
     return record
 
 
+def _tokenizer_config(
+    plan: TokenizerPlan, data: StageRecord, run_dir: Path, data_workers: int | None = None
+) -> Path:
+    """Write ``RUN/configs/tok_<modality>.yaml``: the experiment config with the plan's budget."""
+    name = f"tok_{plan.modality}"
+    config = _read_config(plan.config)
+    for key, value in plan.overrides.items():
+        set_dotted(config, key, value)
+    config["trainer"]["max_steps"] = plan.max_steps
+    config["model"]["init_args"]["warmup_steps"] = plan.warmup_steps
+    data_args = config["data"]["init_args"]
+    data_args["data_dir"] = str(Path(data.outputs["data"]).parent)
+    data_args["synthesize"] = None  # the dataset stage made it
+    if data_workers is not None:
+        data_args["num_workers"] = min(int(data_args.get("num_workers", 0)), data_workers)
+    # One "epoch" = the whole budget: the validation pass (metrics, reconstructions in
+    # TensorBoard) then scores the final weights.
+    data_args["epoch_samples"] = plan.max_steps * int(data_args["batch_size"])
+    _logger_to(config, run_dir / "tokenizers", name)
+    shutil.rmtree(run_dir / "tokenizers" / name, ignore_errors=True)
+    return _write_config(config, run_dir / "configs" / f"{name}.yaml", plan.config)
+
+
 def tokenizer_stage(
     plan: TokenizerPlan, data: StageRecord, run_dir: Path, book: StageBook
 ) -> StageRecord:
@@ -105,25 +120,86 @@ def tokenizer_stage(
     done = book.valid(name, settings)
     if done:
         return done
-    config = _read_config(plan.config)
-    for key, value in plan.overrides.items():
-        set_dotted(config, key, value)
-    config["trainer"]["max_steps"] = plan.max_steps
-    config["model"]["init_args"]["warmup_steps"] = plan.warmup_steps
-    data_args = config["data"]["init_args"]
-    data_args["data_dir"] = str(Path(data.outputs["data"]).parent)
-    data_args["synthesize"] = None  # the dataset stage made it
-    # One "epoch" = the whole budget: the validation pass (metrics, reconstructions in
-    # TensorBoard) then scores the final weights.
-    data_args["epoch_samples"] = plan.max_steps * int(data_args["batch_size"])
-    _logger_to(config, run_dir / "tokenizers", name)
-    path = _write_config(config, run_dir / "configs" / f"{name}.yaml", plan.config)
-    shutil.rmtree(run_dir / "tokenizers" / name, ignore_errors=True)
+    path = _tokenizer_config(plan, data, run_dir)
     with book.run(name, settings) as record:
         checkpoint, metrics, steps = _fit(path)
         record.outputs = {"checkpoint": checkpoint, "config": str(path)}
         record.metrics = {"steps": steps, **metrics}
     return record
+
+
+def _fit_in_worker(config: Path, log: Path, threads: int) -> dict[str, Any]:
+    """Run ``fit.py`` as a process on ``config`` with ``threads`` threads, output to ``log``."""
+    result = log.with_suffix(".json")
+    result.unlink(missing_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    command = [sys.executable, "-m", "fourm_lightning.quickstart.fit", str(config), str(result)]
+    with log.open("w") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    if code != 0 or not result.is_file():
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+        raise RuntimeError(f"{config}: training failed (exit code {code}); end of {log}:\n{tail}")
+    return json.loads(result.read_text())
+
+
+def tokenizer_stages(
+    plans: Sequence[TokenizerPlan],
+    data: StageRecord,
+    run_dir: Path,
+    book: StageBook,
+    jobs: int,
+    on_done: Callable[[str, StageRecord], None],
+) -> dict[str, StageRecord]:
+    """Train the tokenizers ``jobs`` at a time, each in its own process, and record each one.
+
+    Small models on a few cores train faster side by side than one after another with all the
+    threads (docs/RESULTS.md, "Quickstart"), so each worker gets ``cores // jobs`` threads and
+    one DataLoader worker. Their output goes to ``RUN/logs/tok_<modality>.log``.
+
+    Args:
+        plans: the tokenizers to train (valid ones are skipped).
+        data: the dataset stage.
+        run_dir: the run folder.
+        book: the stage records.
+        jobs: tokenizers trained at once.
+        on_done: called with (modality, record) as each tokenizer is found valid or finishes.
+
+    Returns:
+        modality -> record, in plan order.
+    """
+    records: dict[str, StageRecord] = {}
+    pending = []
+    for plan in plans:
+        settings = {"tokenizer": plan, "data": data.identity}
+        done = book.valid(f"tok_{plan.modality}", settings)
+        if done:
+            records[plan.modality] = done
+            on_done(plan.modality, done)
+        else:
+            pending.append((plan, settings))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    def train(plan: TokenizerPlan, settings: dict[str, Any]) -> StageRecord:
+        name = f"tok_{plan.modality}"
+        path = _tokenizer_config(plan, data, run_dir, data_workers=1)
+        with book.run(name, settings) as record:
+            outcome = _fit_in_worker(path, run_dir / "logs" / f"{name}.log", threads)
+            record.outputs = {"checkpoint": outcome["checkpoint"], "config": str(path)}
+            record.metrics = {"steps": outcome["steps"], **outcome["metrics"]}
+        return record
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(train, plan, settings): plan.modality for plan, settings in pending}
+        try:
+            for future in as_completed(futures):
+                records[futures[future]] = future.result()
+                on_done(futures[future], records[futures[future]])
+        except BaseException:
+            # Do not start the queued tokenizers; the running ones finish and keep their records.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return {plan.modality: records[plan.modality] for plan in plans}
 
 
 def text_stage(plan: TextPlan, data: StageRecord, run_dir: Path, book: StageBook) -> StageRecord:

@@ -70,3 +70,14 @@ def test_set_dotted_changes_existing_keys_and_refuses_new_ones():
         set_dotted(config, "model.init_args.lrr", 3.0)
     with pytest.raises(KeyError, match="'modle'"):
         set_dotted(config, "modle.init_args.lr", 3.0)
+
+
+def test_tokenizer_jobs_is_optional_and_checked(tmp_path):
+    path = _write(tmp_path, lambda raw: raw.pop("tokenizer_jobs", None))
+    assert load_plan(path).tokenizer_jobs == 1
+    path = _write(tmp_path, lambda raw: raw.update(tokenizer_jobs=2))
+    assert load_plan(path).tokenizer_jobs == 2
+    for bad in (0, "2", True):
+        path = _write(tmp_path, lambda raw, bad=bad: raw.update(tokenizer_jobs=bad))
+        with pytest.raises(ValueError, match=f"{path}: tokenizer_jobs must be a positive integer"):
+            load_plan(path)

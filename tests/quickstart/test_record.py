@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fourm_lightning.quickstart.record import StageBook, fingerprint
+from fourm_lightning.quickstart.record import StageBook, StageRecord, fingerprint, wall_seconds
 
 
 def test_fingerprint_ignores_key_order_and_sees_values():
@@ -56,3 +56,30 @@ def test_a_rerun_with_the_same_settings_has_a_new_identity(tmp_path):
     assert first.fingerprint == second.fingerprint
     assert first.identity != second.identity  # stages that read it must run again
     assert book.valid("train", {"steps": 1}).identity == second.identity
+
+
+def test_wall_seconds_counts_overlapping_stages_once():
+    def stage(name, start, end):
+        return StageRecord(
+            name,
+            "fp",
+            seconds=end - start,
+            started=f"2026-11-23T10:00:{start:02d}+00:00",
+            made=f"2026-11-23T10:00:{end:02d}+00:00",
+        )
+
+    # Two tokenizers side by side (0-10 s and 4-12 s), then a stage after a gap (20-25 s) and
+    # an old record without a start time (3 s).
+    records = [stage("a", 0, 10), stage("b", 4, 12), stage("c", 20, 25)]
+    records.append(StageRecord("old", "fp", seconds=3.0, made="2026-11-22T09:00:00+00:00"))
+    assert wall_seconds(records) == pytest.approx(12 + 5 + 3)
+    assert wall_seconds([]) == 0.0
+
+
+def test_a_stage_run_records_its_start_and_end(tmp_path):
+    book = StageBook(tmp_path)
+    with book.run("train", {"steps": 1}) as record:
+        pass
+    stored = book.valid("train", {"steps": 1})
+    assert stored is not None and stored.started == record.started and stored.started
+    assert wall_seconds([stored]) == pytest.approx(record.seconds, abs=0.01)
