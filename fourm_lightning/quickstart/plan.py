@@ -72,6 +72,8 @@ class PretrainPlan:
     val_check_interval: int
     limit_val_batches: int
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: A masking-mixture YAML list (``configs/mixture/*.yaml``) replacing the config's mixture.
+    mixture: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,8 @@ def load_plan(path: str | Path) -> QuickstartPlan:
         "generation.rgb2all": plan.generation.rgb2all,
         "generation.caption2rgb": plan.generation.caption2rgb,
     }
+    if plan.pretrain.mixture is not None:
+        configs["pretrain.mixture"] = plan.pretrain.mixture
     for key, config in configs.items():
         if not (ROOT / config).is_file():
             raise ValueError(f"{path}: {key} names {config}, which is not in {ROOT}")

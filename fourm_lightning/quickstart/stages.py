@@ -90,9 +90,8 @@ def dataset_stage(plan: DatasetPlan, run_dir: Path, book: StageBook) -> StageRec
 
 def _tokenizer_config(
     plan: TokenizerPlan, data: StageRecord, run_dir: Path, data_workers: int | None = None
-) -> Path:
-    """Write ``RUN/configs/tok_<modality>.yaml``: the experiment config with the plan's budget."""
-    name = f"tok_{plan.modality}"
+) -> dict[str, Any]:
+    """The config a tokenizer trains with: its experiment config with the plan's budget."""
     config = _read_config(plan.config)
     for key, value in plan.overrides.items():
         set_dotted(config, key, value)
@@ -106,7 +105,18 @@ def _tokenizer_config(
     # One "epoch" = the whole budget: the validation pass (metrics, reconstructions in
     # TensorBoard) then scores the final weights.
     data_args["epoch_samples"] = plan.max_steps * int(data_args["batch_size"])
-    _logger_to(config, run_dir / "tokenizers", name)
+    _logger_to(config, run_dir / "tokenizers", f"tok_{plan.modality}")
+    return config
+
+
+def _tokenizer_settings(plan: TokenizerPlan, data: StageRecord, config: dict[str, Any]) -> Any:
+    # The resolved config, not just the plan: an edited experiment config reruns the stage.
+    return {"tokenizer": plan, "data": data.identity, "config": config}
+
+
+def _start_tokenizer(plan: TokenizerPlan, config: dict[str, Any], run_dir: Path) -> Path:
+    """Write ``RUN/configs/tok_<modality>.yaml`` and clear the old run's logs."""
+    name = f"tok_{plan.modality}"
     shutil.rmtree(run_dir / "tokenizers" / name, ignore_errors=True)
     return _write_config(config, run_dir / "configs" / f"{name}.yaml", plan.config)
 
@@ -116,11 +126,12 @@ def tokenizer_stage(
 ) -> StageRecord:
     """Train one modality tokenizer from its experiment config with the plan's short budget."""
     name = f"tok_{plan.modality}"
-    settings = {"tokenizer": plan, "data": data.identity}
+    config = _tokenizer_config(plan, data, run_dir)
+    settings = _tokenizer_settings(plan, data, config)
     done = book.valid(name, settings)
     if done:
         return done
-    path = _tokenizer_config(plan, data, run_dir)
+    path = _start_tokenizer(plan, config, run_dir)
     with book.run(name, settings) as record:
         checkpoint, metrics, steps = _fit(path)
         record.outputs = {"checkpoint": checkpoint, "config": str(path)}
@@ -170,19 +181,20 @@ def tokenizer_stages(
     records: dict[str, StageRecord] = {}
     pending = []
     for plan in plans:
-        settings = {"tokenizer": plan, "data": data.identity}
+        config = _tokenizer_config(plan, data, run_dir, data_workers=1)
+        settings = _tokenizer_settings(plan, data, config)
         done = book.valid(f"tok_{plan.modality}", settings)
         if done:
             records[plan.modality] = done
             on_done(plan.modality, done)
         else:
-            pending.append((plan, settings))
+            pending.append((plan, config, settings))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
 
-    def train(plan: TokenizerPlan, settings: dict[str, Any]) -> StageRecord:
+    def train(plan: TokenizerPlan, config: dict[str, Any], settings: Any) -> StageRecord:
         name = f"tok_{plan.modality}"
-        path = _tokenizer_config(plan, data, run_dir, data_workers=1)
+        path = _start_tokenizer(plan, config, run_dir)
         with book.run(name, settings) as record:
             outcome = _fit_in_worker(path, run_dir / "logs" / f"{name}.log", threads)
             record.outputs = {"checkpoint": outcome["checkpoint"], "config": str(path)}
@@ -190,7 +202,7 @@ def tokenizer_stages(
         return record
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(train, plan, settings): plan.modality for plan, settings in pending}
+        futures = {pool.submit(train, *job): job[0].modality for job in pending}
         try:
             for future in as_completed(futures):
                 records[futures[future]] = future.result()
@@ -282,6 +294,8 @@ def fourm_config(
     config = copy.deepcopy(_read_config(plan.config))
     for key, value in plan.overrides.items():
         set_dotted(config, key, value)
+    if plan.mixture is not None:
+        config["data"]["init_args"]["mixture"] = _read_config(plan.mixture)
     model = config["model"]["init_args"]
     text_vocab = _vocab_size(text_tokenizer)
     for domain in model["domains"]:
@@ -320,14 +334,6 @@ def pretrain_stage(
     book: StageBook,
 ) -> StageRecord:
     """Pretrain 4M on the token dataset (``fourm-lightning fit``)."""
-    settings = {
-        "pretrain": plan,
-        "tokens": tokens.identity,
-        "text": text.identity,
-    }
-    done = book.valid("pretrain", settings)
-    if done:
-        return done
     config = fourm_config(
         plan,
         tokens.outputs["tokens"],
@@ -335,6 +341,15 @@ def pretrain_stage(
         str(Path(text.outputs["tokenizer"]).parent),
         run_dir,
     )
+    settings = {
+        "pretrain": plan,
+        "tokens": tokens.identity,
+        "text": text.identity,
+        "config": config,  # resolved: an edited experiment config or mixture reruns the stage
+    }
+    done = book.valid("pretrain", settings)
+    if done:
+        return done
     path = _write_config(config, run_dir / "configs" / "fourm.yaml", plan.config)
     shutil.rmtree(run_dir / "fourm", ignore_errors=True)
     with book.run("pretrain", settings) as record:

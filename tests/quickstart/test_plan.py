@@ -81,3 +81,9 @@ def test_tokenizer_jobs_is_optional_and_checked(tmp_path):
         path = _write(tmp_path, lambda raw, bad=bad: raw.update(tokenizer_jobs=bad))
         with pytest.raises(ValueError, match=f"{path}: tokenizer_jobs must be a positive integer"):
             load_plan(path)
+
+
+def test_a_missing_mixture_file_names_the_key(tmp_path):
+    path = _write(tmp_path, lambda raw: raw["pretrain"].update(mixture="configs/mixture/nope.yaml"))
+    with pytest.raises(ValueError, match=r"pretrain\.mixture names configs/mixture/nope\.yaml"):
+        load_plan(path)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fourm_lightning.cli import main
-from fourm_lightning.quickstart.plan import ROOT
+from fourm_lightning.quickstart.plan import ROOT, load_plan
 
 SMALL_DATA = {"data.init_args.batch_size": 4, "data.init_args.num_workers": 0}
 
@@ -22,7 +22,11 @@ def micro_plan(tmp_path):
         tokenizer.update(max_steps=2, warmup_steps=1)
         tokenizer["overrides"] = {**tokenizer.get("overrides", {}), **SMALL_DATA}
     raw["pretrain"].update(max_steps=2, warmup_steps=1, val_check_interval=2)
-    raw["pretrain"]["overrides"] = {**SMALL_DATA, "data.init_args.epoch_samples": 8}
+    raw["pretrain"]["overrides"] = {
+        **raw["pretrain"].get("overrides", {}),
+        **SMALL_DATA,
+        "data.init_args.epoch_samples": 8,
+    }
     raw["generation"]["num_samples"] = 1
     raw["evaluation"].update(num_samples=4, batch_size=4)
     path = tmp_path / "micro.yaml"
@@ -45,7 +49,7 @@ def finished(tmp_path_factory):
 
 
 def test_every_stage_writes_its_outputs_and_results(finished):
-    _, out = finished
+    plan, out = finished
     stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
     tokenizers = ["rgb", "depth", "normal", "semseg", "canny_edge", "instance_edge", "camera"]
     assert stages == sorted(
@@ -61,6 +65,9 @@ def test_every_stage_writes_its_outputs_and_results(finished):
     fourm = yaml.safe_load((out / "configs/fourm.yaml").read_text())
     paths = [d["init_args"].get("tokenizer") for d in fourm["model"]["init_args"]["domains"]]
     assert all(p is None or p.startswith(str(out)) for p in paths)
+    # The plan's masking mixture file replaces the experiment config's.
+    mixture = yaml.safe_load((ROOT / load_plan(plan).pretrain.mixture).read_text())
+    assert fourm["data"]["init_args"]["mixture"] == mixture
     assert (out / "fourm/version_0/checkpoints/last.ckpt").is_file()
     assert (out / "figures/rgb2all.png").stat().st_size > 1000
     assert (out / "figures/caption2rgb.png").stat().st_size > 1000
