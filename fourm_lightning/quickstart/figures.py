@@ -83,14 +83,14 @@ def overview_figure(
             kind.render(value, ax)
             ax.set_xticks([])
             ax.set_yticks([])
-            title = name.removeprefix("tok_").replace("_true", " (true)") if r == 0 else ""
+            if r == 0:
+                ax.set_title(name.removeprefix("tok_").replace("_true", " (true)"), fontsize=7)
             if caption and c == 0:
+                # Under the row, left-aligned: it runs on under the other (label-free) panels
+                # and never meets the column titles.
                 text = (folder / f"{sample}.{caption}.txt").read_text().strip()
                 wrapped = "\n".join(textwrap.wrap(text, 20 * len(columns))[:2])
-                title = f"{title}\n{wrapped}" if title else wrapped
-                ax.set_title(title, fontsize=6, loc="left")
-            elif title:
-                ax.set_title(title, fontsize=7)
+                ax.set_xlabel(wrapped, fontsize=6, loc="left")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
