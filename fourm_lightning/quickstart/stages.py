@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from fourm_lightning.quickstart.fit import fit
 from fourm_lightning.quickstart.plan import (
     ROOT,
     DatasetPlan,
@@ -48,12 +49,10 @@ def _write_config(config: dict[str, Any], path: Path, source: str) -> Path:
     return path
 
 
-def _fit(config_path: Path) -> tuple[str, dict[str, float], int]:
-    """Run ``fit`` on a config in this process; return checkpoint, final metrics and steps."""
-    from fourm_lightning.quickstart.fit import fit
-
-    outcome = fit(config_path)
-    return outcome["checkpoint"], outcome["metrics"], outcome["steps"]
+def _record_fit(record: StageRecord, outcome: dict[str, Any], config: Path) -> None:
+    """Fill a training stage's record from a ``quickstart.fit.fit`` outcome."""
+    record.outputs = {"checkpoint": outcome["checkpoint"], "config": str(config)}
+    record.metrics = {"steps": outcome["steps"], **outcome["metrics"]}
 
 
 def _logger_to(config: dict[str, Any], save_dir: Path, name: str) -> None:
@@ -133,9 +132,7 @@ def tokenizer_stage(
         return done
     path = _start_tokenizer(plan, config, run_dir)
     with book.run(name, settings) as record:
-        checkpoint, metrics, steps = _fit(path)
-        record.outputs = {"checkpoint": checkpoint, "config": str(path)}
-        record.metrics = {"steps": steps, **metrics}
+        _record_fit(record, fit(path), path)
     return record
 
 
@@ -197,8 +194,7 @@ def tokenizer_stages(
         path = _start_tokenizer(plan, config, run_dir)
         with book.run(name, settings) as record:
             outcome = _fit_in_worker(path, run_dir / "logs" / f"{name}.log", threads)
-            record.outputs = {"checkpoint": outcome["checkpoint"], "config": str(path)}
-            record.metrics = {"steps": outcome["steps"], **outcome["metrics"]}
+            _record_fit(record, outcome, path)
         return record
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -353,9 +349,7 @@ def pretrain_stage(
     path = _write_config(config, run_dir / "configs" / "fourm.yaml", plan.config)
     shutil.rmtree(run_dir / "fourm", ignore_errors=True)
     with book.run("pretrain", settings) as record:
-        checkpoint, metrics, steps = _fit(path)
-        record.outputs = {"checkpoint": checkpoint, "config": str(path)}
-        record.metrics = {"steps": steps, **metrics}
+        _record_fit(record, fit(path), path)
     return record
 
 

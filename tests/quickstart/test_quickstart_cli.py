@@ -104,6 +104,27 @@ def test_a_deleted_checkpoint_reruns_that_stage_and_those_after_it(finished, cap
     assert (out / "fourm/version_0/checkpoints/last.ckpt").is_file()
 
 
+def test_an_edited_mixture_file_reruns_pretraining_and_what_follows(finished, capsys, tmp_path):
+    plan, out = finished
+    raw = yaml.safe_load(plan.read_text())
+    mixture = yaml.safe_load((ROOT / raw["pretrain"]["mixture"]).read_text())
+    mixture_file, edited_plan = tmp_path / "mixture.yaml", tmp_path / "plan.yaml"
+    mixture_file.write_text(yaml.safe_dump(mixture))
+    raw["pretrain"]["mixture"] = str(mixture_file)
+    edited_plan.write_text(yaml.safe_dump(raw))
+    run(edited_plan, out, capsys)  # a plan naming another file: pretraining reruns once
+    assert run(edited_plan, out, capsys).count("skipped: valid output exists") == 13
+    # Same plan, same file name, new content: the resolved config is fingerprinted.
+    mixture[0]["weight"] = 2.0
+    mixture_file.write_text(yaml.safe_dump(mixture))
+    printed = run(edited_plan, out, capsys)
+    assert printed.count("skipped: valid output exists") == 10
+    for stage in ("4M pretraining", "generation", "evaluation"):
+        assert f"] {stage}: " in printed and f"] {stage}: skipped" not in printed
+    fourm = yaml.safe_load((out / "configs/fourm.yaml").read_text())
+    assert fourm["data"]["init_args"]["mixture"][0]["weight"] == 2.0
+
+
 def test_plan_and_tiny_together_are_refused(tmp_path):
     with pytest.raises(ValueError, match="--plan or --tiny"):
         main(["quickstart", "--tiny", "--plan", "x.yaml", "--out", str(tmp_path)])
