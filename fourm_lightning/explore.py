@@ -139,10 +139,11 @@ def run_folder(
 def show(fig: Figure, dpi: int = 100) -> None:
     """Display ``fig`` in a notebook as a PNG image, then close it.
 
-    The image is rendered here rather than left to Jupyter's inline backend:
-    ``viz.plot_sample`` and ``generation.io.render_sample`` switch matplotlib to the Agg
-    backend, and after that the inline backend neither shows figures nor formats them.
-    Outside IPython nothing is shown.
+    The image is rendered here rather than left to Jupyter's inline backend: the package's
+    figures (``viz.plot_sample``, ``generation.io.render_sample``, ...) are bare ``Figure``
+    objects outside pyplot (``viz.new_figure``), which the inline backend does not show at the
+    end of a cell unless the figure is the cell's value. Closing also frees pyplot figures a
+    caller made. Outside IPython nothing is shown.
 
     Args:
         fig: the figure.
@@ -696,13 +697,13 @@ def plot_metric_bars(
     Returns:
         The matplotlib figure.
     """
-    import matplotlib.pyplot as plt
+    from fourm_lightning.viz import new_figure
 
     if not keys:
         raise ValueError("no (task, metric) to plot")
     columns = min(columns, len(keys))
     lines = math.ceil(len(keys) / columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(3.6 * columns, 3.2 * lines), squeeze=False)
+    fig, axes = new_figure(lines, columns, (3.6 * columns, 3.2 * lines))
     for ax, key in zip(axes.flat, keys, strict=False):
         names = [
             m for m in (models or dict.fromkeys(r.model for r in rows)) if _values(rows, key, m)

@@ -9,7 +9,21 @@ from typing import TYPE_CHECKING, Any
 from fourm_lightning.modalities import ImageKind, ModalitySpec, RGBImage
 
 if TYPE_CHECKING:
+    import numpy as np
     from matplotlib.figure import Figure
+
+
+def new_figure(rows: int, columns: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """A figure with a (rows, columns) array of axes, outside pyplot's state.
+
+    Library figures never go through pyplot: that would pick (or, with ``matplotlib.use``,
+    switch) a global backend, which breaks a notebook's inline display and leaks figures that
+    nobody closes. A bare ``Figure`` saves to any file format, and Jupyter still displays it.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, columns, squeeze=False)
 
 
 def plot_sample(
@@ -36,20 +50,13 @@ def plot_sample(
     Returns:
         The matplotlib figure (the caller saves or shows it).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     names = [n for n in (names or list(specs)) if n in sample and n in specs]
     if not names:
         raise ValueError(f"nothing to draw: sample has {sorted(sample)}, specs {sorted(specs)}")
     background = next((n for n in names if isinstance(specs[n].kind, RGBImage)), None)
     columns = min(columns, len(names))
     rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(panel_size * columns, panel_size * rows), squeeze=False
-    )
+    fig, axes = new_figure(rows, columns, (panel_size * columns, panel_size * rows))
     for ax in axes.flat:
         ax.axis("off")
     for ax, name in zip(axes.flat, names, strict=False):

@@ -72,8 +72,6 @@ def show(
     Returns:
         The written file.
     """
-    import matplotlib.pyplot as plt
-
     from fourm_lightning.datamodules.shards import load_sample, read_manifest
     from fourm_lightning.viz import plot_sample
 
@@ -89,7 +87,6 @@ def show(
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     print(f"wrote {path}")
     return path
 

@@ -57,20 +57,13 @@ def overview_figure(
     Returns:
         ``out``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fourm_lightning.viz import new_figure
 
     folder = Path(folder)
     samples = json.loads((folder / "generate.json").read_text())["samples"][:limit]
     height = panel * (1.35 if caption else 1.1)
-    fig, axes = plt.subplots(
-        len(samples),
-        len(columns),
-        figsize=(panel * len(columns), height * len(samples)),
-        squeeze=False,
-    )
+    size = (panel * len(columns), height * len(samples))
+    fig, axes = new_figure(len(samples), len(columns), size)
     for r, sample in enumerate(samples):
         under = None
         if (folder / f"{sample}.{background}.png").is_file():
@@ -95,7 +88,6 @@ def overview_figure(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 

@@ -421,10 +421,7 @@ def _timing_table(timings: list[dict[str, Any]]) -> list[str]:
 
 
 def _plot(suite: Suite, rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fourm_lightning.viz import new_figure
 
     panels: list[tuple[str, str, list[dict[str, Any]]]] = []
     if suite.transfer is not None:
@@ -452,7 +449,7 @@ def _plot(suite: Suite, rows: list[dict[str, Any]], path: Path) -> None:
         return
     cols = min(4, len(panels))
     rows_n = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), squeeze=False)
+    fig, axes = new_figure(rows_n, cols, (4.2 * cols, 3.4 * rows_n))
     for ax, (title, metric, hits) in zip(axes.ravel(), panels, strict=False):
         models = list(dict.fromkeys(r["model"] for r in hits))
         values = [[r["value"] for r in hits if r["model"] == m] for m in models]
@@ -466,7 +463,6 @@ def _plot(suite: Suite, rows: list[dict[str, Any]], path: Path) -> None:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run_suite(suite: Suite, quiet: bool = False) -> Path:
