@@ -230,9 +230,9 @@ class FourMPretraining(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
         self.tokenizer_records = dict(checkpoint.get("tokenizers", {}))
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Safetensors weights + config (sizes, domains, tokenizer records); see ``FourM``."""
-        return self.model.save_pretrained(directory, self.tokenizer_records)
+    def save_pretrained(self, directory: str | Path, bundle_tokenizers: bool = True) -> Path:
+        """Weights, config and (by default) the tokenizers; see ``FourM.save_pretrained``."""
+        return self.model.save_pretrained(directory, self.tokenizer_records, bundle_tokenizers)
 
     @staticmethod
     def from_pretrained(directory: str | Path, check_tokenizers: bool = False) -> FourM:

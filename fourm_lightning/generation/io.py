@@ -46,6 +46,13 @@ class Detokenizer:
         from fourm_lightning.tokenizers.loading import load_tokenizer
 
         if path not in self._tokenizers:
+            if not Path(path).is_absolute() and not Path(path).exists():
+                raise FileNotFoundError(
+                    f"no tokenizer at {path} (relative to {Path.cwd()}): a model checkpoint "
+                    "names its tokenizers as its training config did, so run from the directory "
+                    "training ran in, or decode with a save_pretrained export, which carries "
+                    "its tokenizers"
+                )
             self._tokenizers[path] = load_tokenizer(path)
         return self._tokenizers[path]
 
@@ -173,13 +180,10 @@ def render_sample(
         backdrop: an image panel drawn under every kind that renders as an overlay (boxes).
         title: figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fourm_lightning.viz import new_figure
 
     cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(2.3 * cols, 2.5 * len(rows)), squeeze=False)
+    fig, axes = new_figure(len(rows), cols, (2.3 * cols, 2.5 * len(rows)))
     for r, row in enumerate(rows):
         for c in range(cols):
             ax = axes[r, c]
@@ -212,13 +216,10 @@ def save_sample(
     Returns:
         The files written.
     """
-    import matplotlib.pyplot as plt
-
     out.mkdir(parents=True, exist_ok=True)
     fig = render_sample(rows, backdrop, title)
     figure = out / f"{stem}.png"
     fig.savefig(figure, dpi=110)
-    plt.close(fig)
     written = [figure]
     for name, value, kind in (p for row in rows for p in row if p is not None):
         path = out / f"{stem}.{name}.{kind.extension}"

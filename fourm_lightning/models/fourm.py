@@ -202,7 +202,10 @@ class FourM(nn.Module):
     # -- bookkeeping ----------------------------------------------------------------------------
 
     def save_pretrained(
-        self, directory: str | Path, tokenizers: Mapping[str, Any] | None = None
+        self,
+        directory: str | Path,
+        tokenizers: Mapping[str, Any] | None = None,
+        bundle_tokenizers: bool = True,
     ) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (sizes, domains, tokenizer records).
 
@@ -210,9 +213,15 @@ class FourM(nn.Module):
             directory: folder to write (created).
             tokenizers: domain -> ``{"path", "sha256", "vocab_size"}`` of the tokenizer the
                 model was trained against (default: read from the domains now).
+            bundle_tokenizers: copy the tokenizers into ``directory/tokenizers`` and record
+                them relative to it, so the folder decodes from anywhere (``models.bundle``).
+                Off: the domains keep their paths (relative ones to the working directory).
 
         Returns:
             The folder.
+
+        Raises:
+            ValueError: (bundling) a tokenizer changed since the model was trained.
         """
         from safetensors.torch import save_model
 
@@ -224,10 +233,15 @@ class FourM(nn.Module):
                 for name, domain in self.domains.items()
                 if (record := domain.tokenizer_record()) is not None
             }
+        domains = [d.to_config() for d in self.domains.values()]
+        if bundle_tokenizers:
+            from fourm_lightning.models.bundle import bundle_tokenizers as bundle
+
+            domains, tokenizers = bundle(self.domains, out, tokenizers)
         config = {
             "format": {"name": PRETRAINED_FORMAT, "version": PRETRAINED_VERSION},
             "model": self.config,
-            "domains": [d.to_config() for d in self.domains.values()],
+            "domains": domains,
             "tokenizers": dict(tokenizers),
         }
         # save_model (not save_file) de-duplicates the shared modality embeddings.
@@ -245,6 +259,7 @@ class FourM(nn.Module):
             directory: the folder.
             check_tokenizers: verify that every recorded tokenizer file that exists here has the
                 recorded SHA-256 (a model must decode with the tokenizers it was trained on).
+                Bundled tokenizers (paths relative to ``directory``) are found in the folder.
             map_location: device of the weights.
 
         Raises:
@@ -253,6 +268,7 @@ class FourM(nn.Module):
         """
         from safetensors.torch import load_model
 
+        from fourm_lightning.models.bundle import resolve_bundled
         from fourm_lightning.models.domains import domain_from_config
 
         folder = Path(directory)
@@ -267,13 +283,16 @@ class FourM(nn.Module):
 
             for name, record in config.get("tokenizers", {}).items():
                 path = Path(record["path"])
+                if not path.is_absolute() and (folder / path).exists():
+                    path = folder / path
                 if path.exists() and path_sha256(path) != record["sha256"]:
                     raise ValueError(
                         f"{config_file}: domain {name!r} was trained with the tokenizer "
                         f"{path} of SHA-256 {record['sha256'][:12]}..., the file there now "
                         "differs; its token ids would mean other things"
                     )
-        model = cls([domain_from_config(d) for d in config["domains"]], **config["model"])
+        domains = [domain_from_config(resolve_bundled(d, folder)) for d in config["domains"]]
+        model = cls(domains, **config["model"])
         load_model(model, str(folder / WEIGHTS_FILE), device=map_location)
         model.tokenizer_records = config.get("tokenizers", {})
         return model.eval()

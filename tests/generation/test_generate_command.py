@@ -121,3 +121,16 @@ def test_shipped_schedules_fit_the_nano_experiment(name):
     assert isinstance(config["schedule"], list)
     for entry in config["schedule"]:
         GenerationStep(**entry).check(cli.model.model)
+
+
+def test_a_missing_relative_tokenizer_path_says_where_it_looked(tmp_path, monkeypatch):
+    import pytest
+
+    from fourm_lightning.generation.io import Detokenizer
+    from fourm_lightning.models import FourM, ImageTokenDomain
+
+    domain = ImageTokenDomain("tok_depth", vocab_size=8, grid=2, tokenizer="runs/x/tok_depth")
+    model = FourM([domain], dim=16, encoder_depth=1, decoder_depth=1, num_heads=2)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"runs/x/tok_depth \(relative to .*export"):
+        Detokenizer(model).tokenizer("runs/x/tok_depth")

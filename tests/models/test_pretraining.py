@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from einops import rearrange
 
 from fourm_lightning.cli import main
 from fourm_lightning.datamodules.masking import MixtureComponent
 from fourm_lightning.datamodules.tokens import TokenDataModule
 from fourm_lightning.models import FourM, ImageTokenDomain, TextDomain
 from fourm_lightning.pretraining import FourMPretraining, warmup_cosine
+from fourm_lightning.tokenizers.loading import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +46,7 @@ def val_batch(cli):
 def test_save_and_from_pretrained_round_trip(fitted, tmp_path):
     cli, _ = fitted
     module = cli.model.eval()
-    folder = module.save_pretrained(tmp_path / "export")
+    folder = module.save_pretrained(tmp_path / "export", bundle_tokenizers=False)
     assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors"}
     model = FourM.from_pretrained(folder, check_tokenizers=True)
     batch = val_batch(cli)
@@ -53,16 +55,54 @@ def test_save_and_from_pretrained_round_trip(fitted, tmp_path):
     assert model.tokenizer_records == module.tokenizer_records
 
 
+def test_export_bundles_the_tokenizers_and_loads_from_another_directory(
+    fitted, tmp_path, monkeypatch
+):
+    cli, _ = fitted
+    module = cli.model.eval()
+    folder = module.save_pretrained(tmp_path / "export")
+    # The text domains share one tokenizer folder: one copy.
+    assert sorted(p.name for p in (folder / "tokenizers").iterdir()) == [
+        "caption", "tok_camera", "tok_depth", "tok_rgb", "tok_semseg",
+    ]  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = FourM.from_pretrained(Path("..") / "export", check_tokenizers=True)
+    assert set(model.tokenizer_records) == set(module.tokenizer_records)
+    for name in module.tokenizer_records:
+        domain, record = model.domains[name], model.tokenizer_records[name]
+        assert record["source"] == module.tokenizer_records[name]["path"], name
+        assert Path(domain.tokenizer).is_relative_to(folder.resolve()), name
+    # The bundled checkpoints decode exactly like the ones the model was trained with.
+    batch = val_batch(cli)
+    tokens = rearrange(batch["tok_depth"]["tensor"][:2], "b (h w) -> b h w", h=4)
+    original = load_tokenizer(module.model.domains["tok_depth"].tokenizer)
+    bundled = load_tokenizer(model.domains["tok_depth"].tokenizer)
+    with torch.no_grad():
+        torch.testing.assert_close(bundled.decode(tokens), original.decode(tokens))
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch).loss, module.model(batch).loss)
+
+
 def test_from_pretrained_refuses_a_changed_tokenizer(tokenizer_dirs, tmp_path):
     copy = Path(shutil.copytree(tokenizer_dirs["depth"], tmp_path / "tok_depth"))
     domain = ImageTokenDomain("tok_depth", vocab_size=64, grid=4, tokenizer=str(copy))
     module = FourMPretraining([domain], dim=16, encoder_depth=1, decoder_depth=1, num_heads=2)
-    folder = module.save_pretrained(tmp_path / "export")
+    folder = module.save_pretrained(tmp_path / "export", bundle_tokenizers=False)
+    bundled = module.save_pretrained(tmp_path / "bundled")
     FourM.from_pretrained(folder, check_tokenizers=True)  # unchanged: fine
-    weights = next(p for p in copy.iterdir() if p.suffix == ".safetensors")
-    weights.write_bytes(weights.read_bytes() + b"\0")
+    FourM.from_pretrained(bundled, check_tokenizers=True)
+    for tokenizer in (copy, bundled / "tokenizers" / "tok_depth"):
+        weights = next(p for p in tokenizer.iterdir() if p.suffix == ".safetensors")
+        weights.write_bytes(weights.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="domain 'tok_depth' was trained with the tokenizer"):
         FourM.from_pretrained(folder, check_tokenizers=True)
+    with pytest.raises(ValueError, match="domain 'tok_depth' was trained with the tokenizer"):
+        FourM.from_pretrained(bundled, check_tokenizers=True)
+    # Bundling a tokenizer that changed since training would pair the weights with other ids.
+    with pytest.raises(ValueError, match=r"'tok_depth': its tokenizer .* changed since training"):
+        module.save_pretrained(tmp_path / "again")
 
 
 def test_vocabulary_that_differs_from_the_tokenizer_is_an_error(tokenizer_dirs, text_tokenizer_dir):
