@@ -4,16 +4,22 @@
     Lightning's, except that ``last.ckpt`` always holds the weights training ended with.
 ``MetricsToJson``
     The last logged validation/test metrics as ``metrics.json`` in the run folder.
+``StepsFromTime``
+    Sets the step budget, and the LR schedule's length with it, from the speed of the first
+    steps, so that a run limited by ``max_time`` still finishes its schedule.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Timer
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
@@ -32,9 +38,6 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         if self.save_last and trainer.global_step != self._last_global_step_saved:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         super().on_train_end(trainer, pl_module)
-
-
-__all__ = ["ModelCheckpoint"]
 
 
 class MetricsToJson(Callback):
@@ -66,8 +69,110 @@ class MetricsToJson(Callback):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, sort_keys=True))
 
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         self._write(trainer)
 
-    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         self._write(trainer)
+
+
+class StepsFromTime(Callback):
+    """Fit the step budget, and the LR schedule with it, to the time limit ``trainer.max_time``.
+
+    A run limited by time alone stops wherever the clock runs out, usually in the middle of the
+    cosine, with the learning rate still high: the quickstart's 4M, planned for 800 steps in
+    14.5 minutes, stopped at step 782, and scored as much below the same run finished as
+    between two tokenizer sets (docs/RESULTS.md). This callback times steps ``start`` to
+    ``start + window`` (after the start-up steps, before the end of the warmup when possible)
+    and sets the run's total to the steps that fit in the remaining time, less ``margin``; the
+    schedule then ends when the time does, on a slower or a faster machine alike.
+
+    The module's LR schedules must be ``LambdaLR`` with callables that have a ``total_steps``
+    attribute (``tokenizers.lit_base.WarmupCosine``, ``pretraining.CosineSchedule``). Every rank
+    takes rank 0's total. The chosen total is in the checkpoint, and a resumed run keeps it.
+
+    Args:
+        start: global step at which timing starts (the first steps are slower).
+        window: steps timed.
+        margin: share of the remaining time left unplanned (validation, checkpoints).
+        max_steps: the most steps to plan (default: no limit besides the time).
+    """
+
+    def __init__(
+        self, start: int = 10, window: int = 40, margin: float = 0.05, max_steps: int | None = None
+    ) -> None:
+        if start < 1 or window < 1 or not 0.0 <= margin < 1.0:
+            raise ValueError(
+                f"need start, window >= 1 and 0 <= margin < 1, got {start}, {window}, {margin}"
+            )
+        self.start = start
+        self.window = window
+        self.margin = margin
+        self.max_steps = max_steps
+        #: The total chosen (None until then).
+        self.total_steps: int | None = None
+        self._t0: float | None = None
+
+    @staticmethod
+    def _timer(trainer: Trainer) -> Timer:
+        timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]  # type: ignore[attr-defined]
+        if not timers or timers[0].time_remaining() is None:
+            raise ValueError("StepsFromTime needs a time limit: set trainer.max_time")
+        return timers[0]
+
+    @staticmethod
+    def _schedules(trainer: Trainer) -> list[Any]:
+        found = [
+            fn
+            for config in trainer.lr_scheduler_configs
+            for fn in getattr(config.scheduler, "lr_lambdas", [])
+            if hasattr(fn, "total_steps")
+        ]
+        if not found:
+            raise ValueError(
+                "StepsFromTime found no LR schedule to fit: it needs LambdaLR schedules whose "
+                "callables have a total_steps attribute (WarmupCosine, CosineSchedule)"
+            )
+        return found
+
+    def _apply(self, trainer: Trainer, total: int) -> None:
+        self.total_steps = total
+        trainer.fit_loop.epoch_loop.max_steps = total
+        for schedule in self._schedules(trainer):
+            schedule.total_steps = total
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check the setup; a resumed run re-applies the total it chose before."""
+        self._timer(trainer)
+        self._schedules(trainer)
+        if self.total_steps is not None:
+            self._apply(trainer, self.total_steps)
+
+    def on_train_batch_end(  # noqa: D102
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if self.total_steps is not None:
+            return
+        if step == self.start:
+            self._t0 = time.monotonic()
+        elif step == self.start + self.window and self._t0 is not None:
+            rate = self.window / (time.monotonic() - self._t0)
+            remaining = float(self._timer(trainer).time_remaining() or 0.0)
+            total = step + int(rate * remaining * (1.0 - self.margin))
+            if self.max_steps is not None:
+                total = min(total, self.max_steps)
+            total = int(trainer.strategy.broadcast(max(total, step + 1), src=0))
+            self._apply(trainer, total)
+            rank_zero_info(
+                f"StepsFromTime: {rate:.2f} steps/s, {remaining:.0f} s left: {total} steps in all"
+            )
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {"total_steps": self.total_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        self.total_steps = state_dict.get("total_steps")
+
+
+__all__ = ["MetricsToJson", "ModelCheckpoint", "StepsFromTime"]

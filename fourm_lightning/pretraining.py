@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,23 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class CosineSchedule:
+    """``warmup_cosine`` as a callable object for ``LambdaLR``.
+
+    An object, not a closure: ``LambdaLR`` keeps its numbers in checkpoints, and
+    ``callbacks.StepsFromTime`` can change ``total_steps`` once it has timed the first steps.
+    """
+
+    warmup_steps: int
+    total_steps: int
+    min_ratio: float
+
+    def __call__(self, step: int) -> float:
+        """The multiplier at optimizer step ``step``."""
+        return warmup_cosine(step, self.warmup_steps, self.total_steps, self.min_ratio)
 
 
 class FourMPretraining(LightningModule):
@@ -209,12 +227,7 @@ class FourMPretraining(LightningModule):
         total = int(self.trainer.estimated_stepping_batches) if self.trainer else 10**9
         if not math.isfinite(total) or total <= 0:
             total = 10**9
-        warmup = self.hparams.warmup_steps
-        ratio = self.hparams.min_lr_ratio
-
-        def schedule(step: int) -> float:
-            return warmup_cosine(step, warmup, total, ratio)
-
+        schedule = CosineSchedule(self.hparams.warmup_steps, total, self.hparams.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {
             "optimizer": optimizer,
@@ -240,4 +253,4 @@ class FourMPretraining(LightningModule):
         return FourM.from_pretrained(directory, check_tokenizers=check_tokenizers)
 
 
-__all__ = ["FourMPretraining", "no_decay", "warmup_cosine"]
+__all__ = ["CosineSchedule", "FourMPretraining", "no_decay", "warmup_cosine"]

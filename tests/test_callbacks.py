@@ -1,10 +1,15 @@
-"""The project's ModelCheckpoint keeps the weights training ended with in last.ckpt."""
+"""The project's callbacks: ModelCheckpoint keeps the final weights in last.ckpt;
+StepsFromTime ends the LR schedule inside the time limit."""
 
 import lightning as L
+import pytest
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-from fourm_lightning.callbacks import ModelCheckpoint
+from fourm_lightning.callbacks import ModelCheckpoint, StepsFromTime
 from fourm_lightning.datamodules.multimodal import MultimodalDataModule
+from fourm_lightning.pretraining import CosineSchedule
 from fourm_lightning.tokenizers.lit_mlp_vq import VectorVQTokenizer
 
 
@@ -40,3 +45,67 @@ def test_last_checkpoint_holds_the_final_step_when_stopped_between_saves(tiny_da
     saved = last["state_dict"]
     for name, value in module.state_dict().items():
         assert torch.equal(saved[name], value), name
+
+
+class _Regression(L.LightningModule):
+    """A linear model with the project's warmup + cosine schedule (min ratio 0.1)."""
+
+    def __init__(self, total_steps: int) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        self.total_steps = total_steps
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        schedule = CosineSchedule(warmup_steps=5, total_steps=self.total_steps, min_ratio=0.1)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+                "interval": "step",
+            },
+        }
+
+
+def _fit(module, callback, max_time, max_epochs=None):
+    data = TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
+    trainer = L.Trainer(
+        max_time=max_time,
+        max_steps=-1,
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[callback],
+    )
+    trainer.fit(module, DataLoader(data, batch_size=8))
+    return trainer
+
+
+def test_steps_from_time_ends_the_schedule_before_the_time_limit():
+    # Planned for 10**6 steps, limited to 3 s: without the callback the run would stop at
+    # the time limit with the LR still at its peak.
+    module = _Regression(total_steps=10**6)
+    callback = StepsFromTime(start=5, window=20, margin=0.3)
+    trainer = _fit(module, callback, max_time={"seconds": 3}, max_epochs=10**6)
+    assert callback.total_steps is not None and 25 < callback.total_steps < 10**6
+    # It stopped on the fitted step count, not the clock, with the cosine at its end.
+    assert trainer.global_step == callback.total_steps
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.1, rel=1e-3)
+    assert callback.state_dict() == {"total_steps": trainer.global_step}
+
+
+def test_steps_from_time_caps_at_max_steps_and_needs_a_time_limit():
+    callback = StepsFromTime(start=2, window=3, max_steps=12)
+    trainer = _fit(_Regression(total_steps=10**6), callback, max_time={"minutes": 5})
+    assert trainer.global_step == callback.total_steps == 12
+    with pytest.raises(ValueError, match=r"needs a time limit: set trainer\.max_time"):
+        _fit(_Regression(total_steps=100), StepsFromTime(), max_time=None, max_epochs=1)
+    with pytest.raises(ValueError, match="margin"):
+        StepsFromTime(margin=1.0)

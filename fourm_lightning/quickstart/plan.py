@@ -63,7 +63,12 @@ class PretokenizePlan:
 
 @dataclass(frozen=True)
 class PretrainPlan:
-    """The 4M run: ``CONFIG`` with the quickstart's tokenizers, data and budget."""
+    """The 4M run: ``CONFIG`` with the quickstart's tokenizers, data and budget.
+
+    With ``steps_from_time``, ``max_steps`` is only an upper bound: ``callbacks.StepsFromTime``
+    times the first steps and plans the run (and its LR cosine) to end inside ``max_time``.
+    Without it, a run that reaches ``max_time`` first stops mid-cosine.
+    """
 
     config: str
     max_steps: int
@@ -74,6 +79,7 @@ class PretrainPlan:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: A masking-mixture YAML list (``configs/mixture/*.yaml``) replacing the config's mixture.
     mixture: str | None = None
+    steps_from_time: bool = False
 
 
 @dataclass(frozen=True)

@@ -316,6 +316,10 @@ def fourm_config(
         val_check_interval=plan.val_check_interval,
         limit_val_batches=plan.limit_val_batches,
     )
+    if plan.steps_from_time:
+        budget = {"class_path": "fourm_lightning.callbacks.StepsFromTime"}
+        budget["init_args"] = {"max_steps": plan.max_steps}
+        trainer["callbacks"] = [*trainer.get("callbacks", []), budget]
     _logger_to(config, save_dir, "fourm")
     config["data"]["init_args"]["data_dir"] = tokens
     return config

@@ -29,7 +29,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from fourm_lightning.pretraining import no_decay, warmup_cosine
+from fourm_lightning.pretraining import CosineSchedule, no_decay
 from fourm_lightning.transfer.encoder import EncoderConfig, RGBEncoder
 from fourm_lightning.transfer.heads import ClassificationHead, DenseHead
 from fourm_lightning.transfer.metrics import DepthMetrics, SegmentationIoU
@@ -200,10 +200,7 @@ class TransferModule(LightningModule):
         total = int(self.trainer.estimated_stepping_batches) if self.trainer else 10**9
         if not math.isfinite(total) or total <= 0:
             total = 10**9
-
-        def schedule(step: int) -> float:
-            return warmup_cosine(step, hp.warmup_steps, total, hp.min_lr_ratio)
-
+        schedule = CosineSchedule(hp.warmup_steps, total, hp.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {
             "optimizer": optimizer,

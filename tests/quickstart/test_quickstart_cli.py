@@ -68,6 +68,13 @@ def test_every_stage_writes_its_outputs_and_results(finished):
     # The plan's masking mixture file replaces the experiment config's.
     mixture = yaml.safe_load((ROOT / load_plan(plan).pretrain.mixture).read_text())
     assert fourm["data"]["init_args"]["mixture"] == mixture
+    # steps_from_time: the step budget is fitted to max_time, max_steps its cap (the run above
+    # took its 2 steps with the callback in place).
+    assert load_plan(plan).pretrain.steps_from_time
+    budget = [c for c in fourm["trainer"]["callbacks"] if c["class_path"].endswith("StepsFromTime")]
+    assert budget == [
+        {"class_path": "fourm_lightning.callbacks.StepsFromTime", "init_args": {"max_steps": 2}}
+    ]
     assert (out / "fourm/version_0/checkpoints/last.ckpt").is_file()
     assert (out / "figures/rgb2all.png").stat().st_size > 1000
     assert (out / "figures/caption2rgb.png").stat().st_size > 1000
