@@ -140,6 +140,11 @@ class StepsFromTime(Callback):
         trainer.fit_loop.epoch_loop.max_steps = total
         for schedule in self._schedules(trainer):
             schedule.total_steps = total
+        # The progress bar sized itself at the epoch start; show the new end (tqdm's bar only).
+        bar = getattr(trainer.progress_bar_callback, "_train_progress_bar", None)
+        if bar is not None and hasattr(bar, "total") and bar.total and bar.total > total:
+            bar.total = total
+            bar.refresh()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Check the setup; a resumed run re-applies the total it chose before."""

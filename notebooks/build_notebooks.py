@@ -732,6 +732,31 @@ manifest = read_manifest(RUN.data)
             print(f"{given!r}\\n  -> {text!r}")
         """
     ),
+    md(
+        """
+        ## Which conditions does the model use?
+
+        A generation can go wrong because of the sampler or because the model never learned to
+        use the condition. `conditioning_gain` tells them apart: the loss of each target
+        (nats per token) given each sample's own inputs, another sample's inputs, and no input
+        at all. `none - own` is what the inputs tell the model; `another` above `none` means
+        that the model reads the inputs but is misled by the wrong ones.
+        """
+    ),
+    code(
+        """
+        from fourm_lightning.transfer.conditioning import conditioning_gain
+
+        targets = ["tok_depth", "tok_semseg", "tok_rgb"]
+        lines = ["| input | given | " + " | ".join(targets) + " |", "|---|---|---|---|---|"]
+        for source in ("rgb", "caption"):
+            scores = conditioning_gain(net, RUN.tokens, [source], targets, num_samples=100)
+            for how, losses in scores.items():
+                cells = " | ".join(f"{losses[t]:.3f}" for t in targets)
+                lines.append(f"| {source} | {how} | {cells} |")
+        display(Markdown("\\n".join(lines)))
+        """
+    ),
 ]
 
 

@@ -92,7 +92,11 @@ def quickstart(
         "pre-tokenize",
         stages.pretokenize_stage(the_plan.pretokenize, data, tokenizers, run_dir, book),
     )
-    begin(f"4M pretraining ({the_plan.pretrain.max_steps} steps from {the_plan.pretrain.config})")
+    pretrain = the_plan.pretrain
+    budget = f"{pretrain.max_steps} steps"
+    if pretrain.steps_from_time:
+        budget = f"as many steps as fit in {pretrain.max_time}, at most {pretrain.max_steps}"
+    begin(f"4M pretraining ({budget}, from {pretrain.config})")
     model = announce(
         "4M pretraining",
         stages.pretrain_stage(the_plan.pretrain, tokens, tokenizers, text, run_dir, book),
@@ -103,7 +107,10 @@ def quickstart(
         stages.generation_stage(the_plan.generation, model, tokens, run_dir, book),
     )
     begin("out-of-the-box evaluation")
-    announce("evaluation", stages.evaluation_stage(the_plan.evaluation, model, data, run_dir, book))
+    announce(
+        "evaluation",
+        stages.evaluation_stage(the_plan.evaluation, model, data, tokens, run_dir, book),
+    )
     shown = plan_path.resolve()
     shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
     results = report.write_results(run_dir, shown, records, list(tokenizers.values()))

@@ -99,10 +99,15 @@ class GenerationPlan:
 
 @dataclass(frozen=True)
 class EvaluationPlan:
-    """Out-of-the-box RGB -> X scoring beside the tokenizer ceiling and the input-free mean."""
+    """Out-of-the-box RGB -> X scoring beside the tokenizer ceiling and the input-free mean.
+
+    ``conditioning_samples`` validation samples also measure what the RGB image and the
+    caption tell the model about the maps (``transfer.conditioning``; 0 skips it).
+    """
 
     num_samples: int = 1000
     batch_size: int = 50
+    conditioning_samples: int = 200
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,41 @@ def evaluation_table(scores: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def conditioning_table(gains: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
+    """Markdown rows: each target's loss given its own input, another sample's, and none."""
+    lines = [
+        "| input | target | own input | another sample's | no input | what the input tells |",
+        "|---|---|---|---|---|---|",
+    ]
+    for source, scores in gains.items():
+        for target, own in scores["own"].items():
+            none, another = scores["none"][target], scores["another"][target]
+            lines.append(
+                f"| {source} | `{target}` | {own:.3f} | {another:.3f} | {none:.3f} "
+                f"| {none - own:+.3f} |"
+            )
+    return lines
+
+
+def conditioning_section(scores: Mapping[str, Any]) -> list[str]:
+    """The conditioning table with its heading and reading, if the evaluation measured it."""
+    gains = scores.get("conditioning")
+    if not gains:
+        return []
+    return [
+        "## What the inputs tell the model",
+        "",
+        "Validation loss of each target (nats per token, every token a target) given only the",
+        "sample's own input, another sample's, or no input at all",
+        "(`transfer.conditioning.conditioning_gain`). The last column is no input minus own:",
+        "how much the input informs the target. Another sample's input scoring above no input",
+        "means the model reads the input but a wrong one misleads it.",
+        "",
+        *conditioning_table(gains),
+        "",
+    ]
+
+
 def write_results(
     run_dir: Path,
     plan_path: Path,
@@ -186,6 +221,7 @@ def write_results(
         "",
         *evaluation_table(evaluation.metrics),
         "",
+        *conditioning_section(evaluation.metrics),
         "## Tokenizers",
         "",
         *tokenizer_table(tokenizers),

@@ -441,20 +441,38 @@ def caption_agreement_of(folder: Path) -> dict[str, dict[str, float]]:
     return agreement_table(captions, generated, truth)
 
 
+#: What ``evaluation_stage`` asks ``conditioning_gain``: input -> targets (those the model has).
+CONDITIONING_PROBES = {
+    "rgb": ("tok_depth", "tok_normal", "tok_semseg", "caption"),
+    "caption": ("tok_depth", "tok_semseg", "tok_rgb"),
+}
+
+
 def evaluation_stage(
     plan: EvaluationPlan,
     model: StageRecord,
     data: StageRecord,
+    tokens: StageRecord,
     run_dir: Path,
     book: StageBook,
 ) -> StageRecord:
-    """Out-of-the-box RGB -> X scores beside the tokenizer ceiling and the input-free mean."""
+    """Out-of-the-box RGB -> X scores beside the tokenizer ceiling and the input-free mean.
+
+    Also the target losses with and without the RGB image and the caption
+    (``CONDITIONING_PROBES``, ``transfer.conditioning``).
+    """
     import json
 
     from fourm_lightning.commands.generate import load_model
+    from fourm_lightning.transfer.conditioning import conditioning_gain
     from fourm_lightning.transfer.ootb import evaluate, evaluate_mean_baseline
 
-    settings = {"evaluation": plan, "model": model.identity, "data": data.identity}
+    settings = {
+        "evaluation": plan,
+        "model": model.identity,
+        "data": data.identity,
+        "tokens": tokens.identity,
+    }
     done = book.valid("evaluation", settings)
     if done:
         return done
@@ -469,6 +487,19 @@ def evaluation_stage(
             "ceiling": evaluate(net, data_dir, ceiling=True, **common),
         }
         scores["mean"] = evaluate_mean_baseline(data_dir, list(scores["model"]), **common)
+        if plan.conditioning_samples > 0:
+            scores["conditioning"] = {
+                source: conditioning_gain(
+                    net,
+                    tokens.outputs["tokens"],
+                    [source],
+                    [t for t in targets if t in net.domains],
+                    num_samples=plan.conditioning_samples,
+                    batch_size=plan.batch_size,
+                )
+                for source, targets in CONDITIONING_PROBES.items()
+                if source in net.domains
+            }
         path = run_dir / "evaluation.json"
         path.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
         record.outputs = {"evaluation": str(path)}

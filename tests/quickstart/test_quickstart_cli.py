@@ -90,6 +90,15 @@ def test_every_stage_writes_its_outputs_and_results(finished):
         assert f"| `{domain}` |" in results
     assert "![RGB to all](figures/rgb2all.png)" in results
     assert "| `tok_semseg` | 2 |" in results  # the tokenizer table: name and steps
+    # What the RGB image and the caption tell the model, every probe the model has.
+    gains = scores["conditioning"]
+    assert set(gains) == {"rgb", "caption"}
+    assert set(gains["caption"]["own"]) == {"tok_depth", "tok_semseg", "tok_rgb"}
+    assert set(gains["rgb"]["none"]) == {"tok_depth", "tok_normal", "tok_semseg", "caption"}
+    assert "## What the inputs tell the model" in results
+    own, none = gains["caption"]["own"]["tok_rgb"], gains["caption"]["none"]["tok_rgb"]
+    assert f"| caption | `tok_rgb` | {own:.3f} |" in results
+    assert f"{none - own:+.3f} |" in results
 
 
 def test_a_second_run_skips_every_stage(finished, capsys):
