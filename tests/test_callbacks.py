@@ -1,6 +1,8 @@
 """The project's callbacks: ModelCheckpoint keeps the final weights in last.ckpt;
 StepsFromTime ends the LR schedule inside the time limit."""
 
+import time
+
 import lightning as L
 import pytest
 import torch
@@ -50,12 +52,15 @@ def test_last_checkpoint_holds_the_final_step_when_stopped_between_saves(tiny_da
 class _Regression(L.LightningModule):
     """A linear model with the project's warmup + cosine schedule (min ratio 0.1)."""
 
-    def __init__(self, total_steps: int) -> None:
+    def __init__(self, total_steps: int, slow_from: int | None = None) -> None:
         super().__init__()
         self.layer = nn.Linear(4, 1)
         self.total_steps = total_steps
+        self.slow_from = slow_from
 
     def training_step(self, batch, batch_idx):
+        if self.slow_from is not None and self.global_step >= self.slow_from:
+            time.sleep(0.01)  # steps get slower after the first plan
         x, y = batch
         return nn.functional.mse_loss(self.layer(x), y)
 
@@ -92,7 +97,7 @@ def test_steps_from_time_ends_the_schedule_before_the_time_limit():
     # Planned for 10**6 steps, limited to 3 s: without the callback the run would stop at
     # the time limit with the LR still at its peak.
     module = _Regression(total_steps=10**6)
-    callback = StepsFromTime(start=5, window=20, margin=0.3)
+    callback = StepsFromTime(start=5, window=20, margin=0.1)
     trainer = _fit(module, callback, max_time={"seconds": 3}, max_epochs=10**6)
     assert callback.total_steps is not None and 25 < callback.total_steps < 10**6
     # It stopped on the fitted step count, not the clock, with the cosine at its end.
@@ -109,3 +114,19 @@ def test_steps_from_time_caps_at_max_steps_and_needs_a_time_limit():
         _fit(_Regression(total_steps=100), StepsFromTime(), max_time=None, max_epochs=1)
     with pytest.raises(ValueError, match="margin"):
         StepsFromTime(margin=1.0)
+
+
+@pytest.mark.parametrize("replan", [0.1, 0.0])
+def test_replanning_follows_steps_that_slow_down(replan):
+    # Steps 5-25 are fast, later ones 10 ms slower: the first plan is far too long. Planning
+    # again from the average speed still ends the cosine in time; planning once does not.
+    module = _Regression(total_steps=10**6, slow_from=30)
+    callback = StepsFromTime(start=5, window=20, margin=0.1, replan=replan)
+    trainer = _fit(module, callback, max_time={"seconds": 3}, max_epochs=10**6)
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    if replan:
+        assert trainer.global_step == callback.total_steps
+        assert lr == pytest.approx(0.1 * 0.1, rel=1e-3)
+    else:  # the control: the clock stopped it mid-cosine
+        assert trainer.global_step < callback.total_steps
+        assert lr > 0.1 * 0.1 * 1.5
