@@ -19,10 +19,12 @@ the token is a decoder target (the original used True for "masked out", a source
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 KeepScheme = Literal["random", "all", "binary"]
 
@@ -215,6 +217,54 @@ def pick_component(components: Sequence[MixtureComponent], rng: np.random.Genera
     return int(rng.choice(len(components), p=weights / weights.sum()))
 
 
+#: What a mixture can be given as: a YAML file of components, or the components themselves
+#: (mappings of ``MixtureComponent`` fields, or instances).
+MixtureSpec = str | Path | Sequence[Mapping[str, Any] | MixtureComponent]
+
+
+def read_mixture(spec: MixtureSpec) -> list[MixtureComponent]:
+    """The components of a mixture given as a YAML file path or a list (see ``MixtureSpec``).
+
+    Every component is built from its own fields and the dataclass defaults only. Config
+    tools that merge a new list into an old one item by item (jsonargparse does this for
+    lists of dataclasses, so ``--data.init_args.mixture m.yaml`` over a config kept the old
+    components' weights and keep schemes wherever ``m.yaml`` left them out) cannot leak a
+    field from one mixture into another this way.
+
+    Raises:
+        ValueError: naming the file, the component and the key at fault.
+    """
+    source = ""
+    items: Any = spec
+    if isinstance(spec, str | Path):
+        path = Path(spec)
+        source = f"{path}: "
+        if not path.is_file():
+            raise ValueError(f"mixture file {path} does not exist")
+        items = yaml.safe_load(path.read_text())
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        raise ValueError(f"{source}a mixture is a list of components, got {type(items).__name__}")
+    known = {f.name for f in fields(MixtureComponent)}
+    components = []
+    for i, item in enumerate(items):
+        if isinstance(item, MixtureComponent):
+            components.append(item)
+            continue
+        label = f"{source}mixture component {i}"
+        if not isinstance(item, Mapping):
+            raise ValueError(f"{label} must be a mapping, got {type(item).__name__}")
+        unknown = set(item) - known
+        if unknown:
+            raise ValueError(
+                f"{label}: unknown keys {sorted(unknown)}; a component has {sorted(known)}"
+            )
+        missing = {"input_alphas", "target_alphas"} - set(item)
+        if missing:
+            raise ValueError(f"{label}: missing {sorted(missing)}")
+        components.append(MixtureComponent(**dict(item)))
+    return components
+
+
 def check_mixture(components: Sequence[MixtureComponent], names: Sequence[str]) -> None:
     """Raise ``ValueError`` for an empty mixture, unknown modality names or bad weights."""
     if not components:
@@ -279,11 +329,13 @@ def budgets(
 __all__ = [
     "KeepScheme",
     "MixtureComponent",
+    "MixtureSpec",
     "budgets",
     "check_mixture",
     "image_masks",
     "keep_probability",
     "pick_component",
+    "read_mixture",
     "sample_budget",
     "span_mask",
 ]

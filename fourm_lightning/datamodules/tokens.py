@@ -30,6 +30,7 @@ from fourm_lightning.datamodules.masking import (
     budgets,
     check_mixture,
     pick_component,
+    read_mixture,
 )
 from fourm_lightning.datamodules.pretokenize import (
     TokenManifest,
@@ -198,7 +199,9 @@ class TokenDataModule(LightningDataModule):
 
     Args:
         data_dir: token dataset folder.
-        mixture: masking mixture components (a YAML list; e.g. all2all + rgb2all).
+        mixture: the masking mixture: a YAML file of components (``configs/mixture/``) or the
+            list itself. Typed as plain mappings for the CLI, so that a mixture given on the
+            command line replaces the config's whole (see ``masking.read_mixture``).
         input_tokens: (min, max) input budget per sample.
         target_tokens: (min, max) target budget per sample.
         domains: the domains to load; None takes the LightningModule's ``domains`` at setup.
@@ -218,7 +221,7 @@ class TokenDataModule(LightningDataModule):
     def __init__(
         self,
         data_dir: str,
-        mixture: list[MixtureComponent],
+        mixture: str | list[dict[str, Any]] | list[MixtureComponent],
         input_tokens: tuple[int, int] = (128, 128),
         target_tokens: tuple[int, int] = (128, 128),
         domains: list[Domain] | None = None,
@@ -237,7 +240,7 @@ class TokenDataModule(LightningDataModule):
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
             raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {val_batch_size}")
         self.data_dir = Path(data_dir)
-        self.mixture = list(mixture)
+        self.mixture = read_mixture(mixture)
         self.input_tokens = tuple(input_tokens)
         self.target_tokens = tuple(target_tokens)
         self.domains = list(domains) if domains is not None else None

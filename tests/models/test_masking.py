@@ -8,6 +8,7 @@ from fourm_lightning.datamodules.masking import (
     budgets,
     check_mixture,
     image_masks,
+    read_mixture,
     sample_budget,
     span_mask,
 )
@@ -169,3 +170,39 @@ def test_mixture_errors_name_the_component_and_modality():
         check_mixture([MixtureComponent({"depth": 0.0}, {"depth": 1.0})], ["depth"])
     with pytest.raises(ValueError, match="no component"):
         check_mixture([], ["depth"])
+
+
+def test_read_mixture_builds_each_component_from_its_own_fields(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "- {name: a, input_alphas: {rgb: 1.0}, target_alphas: {depth: 1.0}, weight: 3.0,"
+        " keep: {caption: all}}\n"
+        "- {name: b, input_alphas: {rgb: 1.0}, target_alphas: {depth: 1.0}}\n"
+    )
+    a, b = read_mixture(path)
+    assert (a.weight, a.keep) == (3.0, {"caption": "all"})
+    assert (b.weight, b.keep, b.name) == (1.0, {}, "b")
+    assert read_mixture(str(path)) == [a, b]
+    assert read_mixture([a, {"input_alphas": {"rgb": 1.0}, "target_alphas": {}}])[0] is a
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{name: a}", "a mixture is a list of components, got dict"),
+        ("- [1, 2]", "mixture component 0 must be a mapping, got list"),
+        (
+            "- {input_alphas: {rgb: 1}, target_alphas: {}, wieght: 2}",
+            r"component 0: unknown keys \['wieght'\]",
+        ),
+        ("- {input_alphas: {rgb: 1}}", r"component 0: missing \['target_alphas'\]"),
+    ],
+)
+def test_read_mixture_names_the_file_component_and_key_at_fault(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        read_mixture(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ValueError, match=r"mixture file .*nope\.yaml does not exist"):
+        read_mixture(tmp_path / "nope.yaml")

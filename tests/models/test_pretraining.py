@@ -204,8 +204,31 @@ def test_mixture_files_load_as_yaml_lists_for_the_builtin_domains(mixture):
         ],
         run=False,
     )  # fmt: skip
-    assert len(cli.datamodule.mixture) == len(yaml.safe_load(path.read_text()))
+    expected = [MixtureComponent(**c) for c in yaml.safe_load(path.read_text())]
+    assert cli.datamodule.mixture == expected
     check_mixture(cli.datamodule.mixture, list(cli.model.domains))
+
+
+def test_a_mixture_given_later_replaces_the_earlier_one_whole():
+    # jsonargparse merges a list of dataclasses into the previous list item by item: typed
+    # as MixtureComponent, the second file's rgb2all (no weight given) kept the first file's
+    # weight 3 and its caption_bias the first's keep scheme.
+    from fourm_lightning.cli import lightning_cli
+
+    first = ROOT / "configs/mixture/quickstart.yaml"
+    second = ROOT / "configs/mixture/all2all_rgb2all_captionbias.yaml"
+    cli = lightning_cli(
+        [
+            "--config", str(ROOT / "configs/experiment/fourm_nano_synth.yaml"),
+            "--model.init_args.check_tokenizers", "false",
+            "--data.init_args.mixture", str(first),
+            "--data.init_args.mixture", str(second),
+        ],
+        run=False,
+    )  # fmt: skip
+    expected = [MixtureComponent(**c) for c in yaml.safe_load(second.read_text())]
+    assert [c.weight for c in cli.datamodule.mixture] == [1.0, 1.0, 0.5]
+    assert cli.datamodule.mixture == expected
 
 
 def test_experiment_inline_mixture_is_the_mixture_file():
