@@ -189,7 +189,15 @@ def test_experiment_config_parses_with_every_builtin_domain():
 
 
 @pytest.mark.parametrize(
-    "mixture", ["all2all_rgb2all_captionbias", "rgb2all", "all2all_multialpha"]
+    "mixture",
+    [
+        "all2all_rgb2all_captionbias",
+        "rgb2all",
+        "all2all_multialpha",
+        "quickstart",
+        "quickstart_caption2all",
+        "quickstart_caption_chain",
+    ],
 )
 def test_mixture_files_load_as_yaml_lists_for_the_builtin_domains(mixture):
     from fourm_lightning.cli import lightning_cli
