@@ -241,7 +241,10 @@ def read_mixture(spec: MixtureSpec) -> list[MixtureComponent]:
         source = f"{path}: "
         if not path.is_file():
             raise ValueError(f"mixture file {path} does not exist")
-        items = yaml.safe_load(path.read_text())
+        try:
+            items = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ValueError(f"mixture file {path} is not valid YAML: {error}") from error
     if not isinstance(items, Sequence) or isinstance(items, str):
         raise ValueError(f"{source}a mixture is a list of components, got {type(items).__name__}")
     known = {f.name for f in fields(MixtureComponent)}

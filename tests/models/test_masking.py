@@ -190,6 +190,7 @@ def test_read_mixture_builds_each_component_from_its_own_fields(tmp_path):
     ("text", "message"),
     [
         ("{name: a}", "a mixture is a list of components, got dict"),
+        ("- {name: [a", "is not valid YAML"),
         ("- [1, 2]", "mixture component 0 must be a mapping, got list"),
         (
             "- {input_alphas: {rgb: 1}, target_alphas: {}, wieght: 2}",
