@@ -58,7 +58,9 @@ def bundle_tokenizers(
 
     configs: list[dict[str, Any]] = []
     bundled: dict[str, dict[str, Any]] = {name: dict(r) for name, r in records.items()}
-    copies: dict[Path, str] = {}  # resolved source -> path relative to ``out``
+    # The text domains share one tokenizer: hash and copy each source once.
+    source_sha: dict[Path, str] = {}
+    copies: dict[Path, tuple[str, str]] = {}  # source -> (path relative to ``out``, its SHA-256)
     for name, domain in domains.items():
         config = domain.to_config()
         configs.append(config)
@@ -66,34 +68,49 @@ def bundle_tokenizers(
         if path is None or not Path(path).exists():
             continue
         source = Path(path).resolve()
+        if source not in source_sha:
+            source_sha[source] = path_sha256(source)
         record = records.get(name)
-        if record is not None and path_sha256(source) != record["sha256"]:
+        if record is not None and source_sha[source] != record["sha256"]:
             raise ValueError(
                 f"domain {name!r}: its tokenizer {path} changed since training (SHA-256 "
                 f"{record['sha256'][:12]}... recorded); bundling it would pair the model with "
                 "other token ids"
             )
         if source not in copies:
-            copies[source] = f"{BUNDLE_DIR}/{name}"
-            _copy_tokenizer(source, out / copies[source])
-        relative = copies[source]
+            relative = f"{BUNDLE_DIR}/{name}"
+            _copy_tokenizer(source, out / relative)
+            copies[source] = (relative, path_sha256(out / relative))
+        relative, copy_sha = copies[source]
         config["init_args"]["tokenizer"] = relative
         bundled[name] = {
             "path": relative,
-            "sha256": path_sha256(out / relative),
+            "sha256": copy_sha,
             "vocab_size": domain.tokenizer_vocab_size(),
             "source": str(path),
         }
     return configs, bundled
 
 
+def in_folder(path: str | Path, folder: Path) -> Path:
+    """``path`` resolved against ``folder`` when it is relative and exists there.
+
+    A bundled tokenizer's recorded path is relative to its export folder; the result is
+    absolute, so it stays valid if the caller changes directory. Other paths come back as given.
+    """
+    path = Path(path)
+    if not path.is_absolute() and (folder / path).exists():
+        return (folder / path).resolve()
+    return path
+
+
 def resolve_bundled(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     """A domain config whose relative tokenizer path exists under ``folder``, made absolute."""
     path = config.get("init_args", {}).get("tokenizer")
-    if path is None or Path(path).is_absolute() or not (folder / path).exists():
+    resolved = None if path is None else in_folder(path, folder)
+    if resolved is None or resolved == Path(path):
         return dict(config)
-    absolute = str((folder / path).resolve())  # stays valid if the caller changes directory
-    return {**config, "init_args": {**config["init_args"], "tokenizer": absolute}}
+    return {**config, "init_args": {**config["init_args"], "tokenizer": str(resolved)}}
 
 
-__all__ = ["BUNDLE_DIR", "bundle_tokenizers", "resolve_bundled"]
+__all__ = ["BUNDLE_DIR", "bundle_tokenizers", "in_folder", "resolve_bundled"]

@@ -268,7 +268,7 @@ class FourM(nn.Module):
         """
         from safetensors.torch import load_model
 
-        from fourm_lightning.models.bundle import resolve_bundled
+        from fourm_lightning.models.bundle import in_folder, resolve_bundled
         from fourm_lightning.models.domains import domain_from_config
 
         folder = Path(directory)
@@ -282,9 +282,7 @@ class FourM(nn.Module):
             from fourm_lightning.datamodules.shards import path_sha256
 
             for name, record in config.get("tokenizers", {}).items():
-                path = Path(record["path"])
-                if not path.is_absolute() and (folder / path).exists():
-                    path = folder / path
+                path = in_folder(record["path"], folder)
                 if path.exists() and path_sha256(path) != record["sha256"]:
                     raise ValueError(
                         f"{config_file}: domain {name!r} was trained with the tokenizer "
