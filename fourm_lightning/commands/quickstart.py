@@ -9,6 +9,7 @@ the same settings is skipped, so a second run resumes where the first stopped.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fourm_lightning.quickstart.plan import ROOT
@@ -34,6 +35,7 @@ def quickstart(
     from fourm_lightning.commands.data import show
     from fourm_lightning.quickstart import report, stages
     from fourm_lightning.quickstart.plan import load_plan
+    from fourm_lightning.quickstart.precision import resolve_precision
     from fourm_lightning.quickstart.record import StageBook, StageRecord
 
     if plan is not None and tiny:
@@ -47,6 +49,14 @@ def quickstart(
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     book = StageBook(run_dir)
+    started = time.monotonic()
+    choice = resolve_precision(the_plan.precision, run_dir)
+    measured = (
+        f" (matmul float32 {choice.fp32_gflops} / bf16 {choice.bf16_gflops} GFLOP/s)"
+        if choice.fp32_gflops is not None
+        else ""
+    )
+    print(f"training precision: {choice.precision}{measured}", flush=True)
     records: dict[str, StageRecord] = {}
     count = 6 + len(the_plan.tokenizers)
     step = iter(range(1, count + 1))
@@ -78,28 +88,41 @@ def quickstart(
             announce(f"tokenizer {modality}", record)
 
         tokenizers = stages.tokenizer_stages(
-            the_plan.tokenizers, data, run_dir, book, jobs, finished
+            the_plan.tokenizers, data, run_dir, book, jobs, finished, choice.precision
         )
     else:
         for tok in the_plan.tokenizers:
             begin(f"tokenizer {tok.modality} ({tok.max_steps} steps from {tok.config})")
-            record = stages.tokenizer_stage(tok, data, run_dir, book)
+            record = stages.tokenizer_stage(tok, data, run_dir, book, choice.precision)
             tokenizers[tok.modality] = announce(f"tokenizer {tok.modality}", record)
     begin("WordPiece text tokenizer")
     text = announce("text tokenizer", stages.text_stage(the_plan.text, data, run_dir, book))
     begin("pre-tokenize")
     tokens = announce(
         "pre-tokenize",
-        stages.pretokenize_stage(the_plan.pretokenize, data, tokenizers, run_dir, book),
+        stages.pretokenize_stage(
+            the_plan.pretokenize, data, tokenizers, run_dir, book, choice.autocast
+        ),
     )
     pretrain = the_plan.pretrain
     budget = f"{pretrain.max_steps} steps"
     if pretrain.steps_from_time:
         budget = f"as many steps as fit in {pretrain.max_time}, at most {pretrain.max_steps}"
+    if pretrain.end_by is not None:
+        budget += f"; ending by {pretrain.end_by} into the run"
     begin(f"4M pretraining ({budget}, from {pretrain.config})")
     model = announce(
         "4M pretraining",
-        stages.pretrain_stage(the_plan.pretrain, tokens, tokenizers, text, run_dir, book),
+        stages.pretrain_stage(
+            the_plan.pretrain,
+            tokens,
+            tokenizers,
+            text,
+            run_dir,
+            book,
+            choice.precision,
+            elapsed=time.monotonic() - started,
+        ),
     )
     begin("generation: RGB to all, caption to RGB")
     announce(
@@ -113,7 +136,13 @@ def quickstart(
     )
     shown = plan_path.resolve()
     shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
-    results = report.write_results(run_dir, shown, records, list(tokenizers.values()))
+    results = report.write_results(
+        run_dir,
+        shown,
+        records,
+        list(tokenizers.values()),
+        f"Training precision: {choice.precision}{measured}.",
+    )
     print("\n" + report.summary(run_dir, records), flush=True)
     return results
 

@@ -18,6 +18,27 @@ import yaml
 #: The repository root: configs named in a plan are relative to it.
 ROOT = Path(__file__).resolve().parents[2]
 
+#: Trainer precisions a plan may name (``auto``: measured, ``quickstart.precision``).
+PRECISIONS = ("auto", "bf16-mixed", "32-true")
+
+
+def seconds(duration: str) -> int:
+    """Seconds in a Lightning ``max_time`` string ``DD:HH:MM:SS``."""
+    parts = str(duration).split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"expected a duration DD:HH:MM:SS, got {duration!r}")
+    days, hours, minutes, secs = (int(p) for p in parts)
+    return ((days * 24 + hours) * 60 + minutes) * 60 + secs
+
+
+def duration(total: float) -> str:
+    """``DD:HH:MM:SS`` of a number of seconds (rounded down)."""
+    total = max(0, int(total))
+    minutes, secs = divmod(total, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
+
 
 @dataclass(frozen=True)
 class DatasetPlan:
@@ -80,6 +101,9 @@ class PretrainPlan:
     #: A masking-mixture YAML list (``configs/mixture/*.yaml``) replacing the config's mixture.
     mixture: str | None = None
     steps_from_time: bool = False
+    #: Run-relative deadline (``DD:HH:MM:SS`` since the quickstart command started): the 4M's
+    #: ``max_time`` shrinks so that it ends by then, on a machine slower than the budget's.
+    end_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +147,9 @@ class QuickstartPlan:
     evaluation: EvaluationPlan
     #: Tokenizers trained side by side, each in its own process (1: one after another, here).
     tokenizer_jobs: int = 1
+    #: Trainer precision of every training stage: ``auto`` measures which of bf16 autocast and
+    #: float32 runs faster on this CPU (``quickstart.precision``).
+    precision: str = "auto"
 
 
 def _build(cls: type, value: Any, where: str) -> Any:
@@ -151,15 +178,19 @@ def load_plan(path: str | Path) -> QuickstartPlan:
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a quickstart plan is a mapping of stages")
-    sections = {f.name for f in dataclasses.fields(QuickstartPlan)} - {"tokenizer_jobs"}
-    if set(raw) - {"tokenizer_jobs"} != sections:
+    optional = {"tokenizer_jobs", "precision"}
+    sections = {f.name for f in dataclasses.fields(QuickstartPlan)} - optional
+    if set(raw) - optional != sections:
         raise ValueError(
             f"{path}: stages {sorted(raw)} differ from the expected {sorted(sections)} "
-            "(and the optional tokenizer_jobs)"
+            f"(and the optional {sorted(optional)})"
         )
     jobs = raw.get("tokenizer_jobs", 1)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"{path}: tokenizer_jobs must be a positive integer, got {jobs!r}")
+    precision = raw.get("precision", "auto")
+    if precision not in PRECISIONS:
+        raise ValueError(f"{path}: precision must be one of {PRECISIONS}, got {precision!r}")
     tokenizers = raw["tokenizers"]
     if not isinstance(tokenizers, list) or not tokenizers:
         raise ValueError(f"{path}: 'tokenizers' must be a non-empty list")
@@ -177,7 +208,14 @@ def load_plan(path: str | Path) -> QuickstartPlan:
         generation=_build(GenerationPlan, gen, f"{path}: generation"),
         evaluation=_build(EvaluationPlan, raw["evaluation"], f"{path}: evaluation"),
         tokenizer_jobs=jobs,
+        precision=precision,
     )
+    for key, value in (("max_time", plan.pretrain.max_time), ("end_by", plan.pretrain.end_by)):
+        if value is not None:
+            try:
+                seconds(value)
+            except ValueError as error:
+                raise ValueError(f"{path}: pretrain.{key}: {error}") from None
     configs = {f"tokenizers[{t.modality}].config": t.config for t in plan.tokenizers}
     configs |= {
         "pretrain.config": plan.pretrain.config,

@@ -179,8 +179,12 @@ def write_results(
     plan_path: Path,
     records: Mapping[str, StageRecord],
     tokenizers: Sequence[StageRecord],
+    precision: str | None = None,
 ) -> Path:
-    """Write ``RUN/results.md`` from the stage records."""
+    """Write ``RUN/results.md`` from the stage records.
+
+    ``precision`` is a line on the trainer precision and why it was chosen.
+    """
     pretrain = records["pretrain"]
     evaluation = records["evaluation"]
     generation = records["generation"]
@@ -191,6 +195,7 @@ def write_results(
         "",
         f"Plan `{plan_path}`; {machine()}.",
         "Skipped stages show the wall time of the run that made their output.",
+        *([precision] if precision else []),
         "",
         *stage_table(list(records.values())),
         "",

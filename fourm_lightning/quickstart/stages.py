@@ -30,6 +30,8 @@ from fourm_lightning.quickstart.plan import (
     PretrainPlan,
     TextPlan,
     TokenizerPlan,
+    duration,
+    seconds,
     set_dotted,
 )
 from fourm_lightning.quickstart.record import StageBook, StageRecord
@@ -88,13 +90,22 @@ def dataset_stage(plan: DatasetPlan, run_dir: Path, book: StageBook) -> StageRec
 
 
 def _tokenizer_config(
-    plan: TokenizerPlan, data: StageRecord, run_dir: Path, data_workers: int | None = None
+    plan: TokenizerPlan,
+    data: StageRecord,
+    run_dir: Path,
+    data_workers: int | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """The config a tokenizer trains with: its experiment config with the plan's budget."""
+    """The config a tokenizer trains with: its experiment config with the plan's budget.
+
+    ``precision`` (a trainer precision) replaces the config's when given.
+    """
     config = _read_config(plan.config)
     for key, value in plan.overrides.items():
         set_dotted(config, key, value)
     config["trainer"]["max_steps"] = plan.max_steps
+    if precision is not None:
+        config["trainer"]["precision"] = precision
     config["model"]["init_args"]["warmup_steps"] = plan.warmup_steps
     data_args = config["data"]["init_args"]
     data_args["data_dir"] = str(Path(data.outputs["data"]).parent)
@@ -121,11 +132,15 @@ def _start_tokenizer(plan: TokenizerPlan, config: dict[str, Any], run_dir: Path)
 
 
 def tokenizer_stage(
-    plan: TokenizerPlan, data: StageRecord, run_dir: Path, book: StageBook
+    plan: TokenizerPlan,
+    data: StageRecord,
+    run_dir: Path,
+    book: StageBook,
+    precision: str | None = None,
 ) -> StageRecord:
     """Train one modality tokenizer from its experiment config with the plan's short budget."""
     name = f"tok_{plan.modality}"
-    config = _tokenizer_config(plan, data, run_dir)
+    config = _tokenizer_config(plan, data, run_dir, precision=precision)
     settings = _tokenizer_settings(plan, data, config)
     done = book.valid(name, settings)
     if done:
@@ -157,6 +172,7 @@ def tokenizer_stages(
     book: StageBook,
     jobs: int,
     on_done: Callable[[str, StageRecord], None],
+    precision: str | None = None,
 ) -> dict[str, StageRecord]:
     """Train the tokenizers ``jobs`` at a time, each in its own process, and record each one.
 
@@ -171,6 +187,7 @@ def tokenizer_stages(
         book: the stage records.
         jobs: tokenizers trained at once.
         on_done: called with (modality, record) as each tokenizer is found valid or finishes.
+        precision: trainer precision replacing the configs' (None: keep theirs).
 
     Returns:
         modality -> record, in plan order.
@@ -178,7 +195,7 @@ def tokenizer_stages(
     records: dict[str, StageRecord] = {}
     pending = []
     for plan in plans:
-        config = _tokenizer_config(plan, data, run_dir, data_workers=1)
+        config = _tokenizer_config(plan, data, run_dir, data_workers=1, precision=precision)
         settings = _tokenizer_settings(plan, data, config)
         done = book.valid(f"tok_{plan.modality}", settings)
         if done:
@@ -234,11 +251,16 @@ def pretokenize_stage(
     tokenizers: dict[str, StageRecord],
     run_dir: Path,
     book: StageBook,
+    precision: str = "bf16",
 ) -> StageRecord:
-    """Tokenize the dataset with the trained tokenizers into ``RUN/tokens``."""
+    """Tokenize the dataset with the trained tokenizers into ``RUN/tokens``.
+
+    ``precision``: the tokenizers' forward pass, ``"bf16"`` autocast or ``"32"``.
+    """
     from fourm_lightning.datamodules.pretokenize import pretokenize_dataset
 
     settings = {
+        "precision": precision,
         "pretokenize": plan,
         "data": data.identity,
         "tokenizers": {m: r.identity for m, r in tokenizers.items()},
@@ -256,6 +278,7 @@ def pretokenize_stage(
             {m: r.outputs["checkpoint"] for m, r in tokenizers.items()},
             num_crops=plan.num_crops,
             batch_size=plan.batch_size,
+            precision=precision,
         )
         record.outputs = {"tokens": str(out)}
         record.metrics = {s: manifest.num_samples(s) for s in ("train", "val")}
@@ -274,6 +297,8 @@ def fourm_config(
     tokenizers: dict[str, str],
     text_tokenizer: str,
     save_dir: Path,
+    precision: str | None = None,
+    max_time: str | None = None,
 ) -> dict[str, Any]:
     """The pretraining config: ``plan.config`` with the quickstart's tokenizers, data and budget.
 
@@ -283,6 +308,8 @@ def fourm_config(
         tokenizers: modality -> tokenizer checkpoint (``tok_<modality>`` domains use them).
         text_tokenizer: the WordPiece folder (every text domain uses it).
         save_dir: the TensorBoard logger's folder (the run goes to ``save_dir/fourm/version_0``).
+        precision: trainer precision replacing the config's (None: keep it).
+        max_time: time limit replacing ``plan.max_time`` (None: the plan's).
 
     Raises:
         ValueError: a token domain of the config whose tokenizer the quickstart did not train.
@@ -312,10 +339,12 @@ def fourm_config(
     trainer = config["trainer"]
     trainer.update(
         max_steps=plan.max_steps,
-        max_time=plan.max_time,
+        max_time=plan.max_time if max_time is None else max_time,
         val_check_interval=plan.val_check_interval,
         limit_val_batches=plan.limit_val_batches,
     )
+    if precision is not None:
+        trainer["precision"] = precision
     if plan.steps_from_time:
         budget = {"class_path": "fourm_lightning.callbacks.StepsFromTime"}
         budget["init_args"] = {"max_steps": plan.max_steps}
@@ -325,6 +354,18 @@ def fourm_config(
     return config
 
 
+def pretrain_time_limit(plan: PretrainPlan, elapsed: float) -> str:
+    """The 4M's ``max_time`` when the quickstart has run ``elapsed`` seconds.
+
+    ``plan.max_time``, cut to what is left before ``plan.end_by`` on a machine slower than the
+    plan's, but never below a tenth of ``plan.max_time`` (a model that trains at all).
+    """
+    if plan.end_by is None:
+        return plan.max_time
+    limit = seconds(plan.max_time)
+    return duration(min(limit, max(seconds(plan.end_by) - elapsed, limit / 10)))
+
+
 def pretrain_stage(
     plan: PretrainPlan,
     tokens: StageRecord,
@@ -332,28 +373,49 @@ def pretrain_stage(
     text: StageRecord,
     run_dir: Path,
     book: StageBook,
+    precision: str | None = None,
+    elapsed: float = 0.0,
 ) -> StageRecord:
-    """Pretrain 4M on the token dataset (``fourm-lightning fit``)."""
-    config = fourm_config(
+    """Pretrain 4M on the token dataset (``fourm-lightning fit``).
+
+    Args:
+        plan: the pretraining plan.
+        tokens: the pre-tokenization stage.
+        tokenizers: modality -> tokenizer stage.
+        text: the WordPiece stage.
+        run_dir: the run folder.
+        book: the stage records.
+        precision: trainer precision replacing the config's (None: keep it).
+        elapsed: seconds the quickstart has run so far; with ``plan.end_by`` the time limit
+            shrinks to what is left of it (never below a tenth of ``plan.max_time``). The
+            limit is not part of the stage's fingerprint: a resumed run keeps a valid model.
+    """
+    max_time = pretrain_time_limit(plan, elapsed)
+    args = (
         plan,
         tokens.outputs["tokens"],
         {m: r.outputs["checkpoint"] for m, r in tokenizers.items()},
         str(Path(text.outputs["tokenizer"]).parent),
         run_dir,
+        precision,
     )
     settings = {
         "pretrain": plan,
         "tokens": tokens.identity,
         "text": text.identity,
-        "config": config,  # resolved: an edited experiment config or mixture reruns the stage
+        # Resolved (an edited experiment config or mixture reruns the stage), with the plan's
+        # time limit rather than the one left by this run's clock.
+        "config": fourm_config(*args),
     }
     done = book.valid("pretrain", settings)
     if done:
         return done
+    config = fourm_config(*args, max_time=max_time)
     path = _write_config(config, run_dir / "configs" / "fourm.yaml", plan.config)
     shutil.rmtree(run_dir / "fourm", ignore_errors=True)
     with book.run("pretrain", settings) as record:
         _record_fit(record, fit(path), path)
+        record.metrics["max_time"] = max_time
     return record
 
 
@@ -514,6 +576,7 @@ __all__ = [
     "generation_stage",
     "pretokenize_stage",
     "pretrain_stage",
+    "pretrain_time_limit",
     "text_stage",
     "tokenizer_stage",
 ]

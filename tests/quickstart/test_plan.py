@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from fourm_lightning.quickstart.plan import ROOT, load_plan, set_dotted
+from fourm_lightning.quickstart.plan import ROOT, duration, load_plan, seconds, set_dotted
 
 
 @pytest.mark.parametrize("name", ["full", "tiny"])
@@ -87,3 +87,28 @@ def test_a_missing_mixture_file_names_the_key(tmp_path):
     path = _write(tmp_path, lambda raw: raw["pretrain"].update(mixture="configs/mixture/nope.yaml"))
     with pytest.raises(ValueError, match=r"pretrain\.mixture names configs/mixture/nope\.yaml"):
         load_plan(path)
+
+
+def test_precision_is_optional_and_checked(tmp_path):
+    path = _write(tmp_path, lambda raw: raw.pop("precision", None))
+    assert load_plan(path).precision == "auto"
+    path = _write(tmp_path, lambda raw: raw.update(precision="32-true"))
+    assert load_plan(path).precision == "32-true"
+    path = _write(tmp_path, lambda raw: raw.update(precision="fp16"))
+    with pytest.raises(ValueError, match=f"{path}: precision must be one of"):
+        load_plan(path)
+
+
+@pytest.mark.parametrize("key", ["max_time", "end_by"])
+def test_a_malformed_pretrain_duration_is_named(tmp_path, key):
+    path = _write(tmp_path, lambda raw: raw["pretrain"].update({key: "14:30"}))
+    with pytest.raises(ValueError, match=f"{path}: pretrain.{key}: expected a duration"):
+        load_plan(path)
+
+
+def test_durations_convert_both_ways():
+    assert seconds("00:00:14:30") == 870
+    assert seconds("01:02:03:04") == ((24 + 2) * 60 + 3) * 60 + 4
+    assert duration(870.9) == "00:00:14:30"
+    assert duration(seconds("01:02:03:04")) == "01:02:03:04"
+    assert duration(-5) == "00:00:00:00"

@@ -56,13 +56,21 @@ def test_every_stage_writes_its_outputs_and_results(finished):
         ["dataset", "pretokenize", "pretrain", "generation", "evaluation", "tok_text"]
         + [f"tok_{m}" for m in tokenizers]
     )
+    # The precision measured for this CPU (plan: auto) is the one every training stage used.
+    chosen = json.loads((out / "precision.json").read_text())["precision"]
+    assert chosen in ("bf16-mixed", "32-true")
     for m in tokenizers:
         assert (out / f"tokenizers/tok_{m}/version_0/checkpoints/last.ckpt").is_file()
+        assert (
+            yaml.safe_load((out / f"configs/tok_{m}.yaml").read_text())["trainer"]["precision"]
+            == chosen
+        )
         # The config written for the run is the one a user repeats with `fit --config`.
         config = yaml.safe_load((out / f"configs/tok_{m}.yaml").read_text())
         assert config["trainer"]["max_steps"] == 2
         assert config["data"]["init_args"]["data_dir"] == str(out / "data")
     fourm = yaml.safe_load((out / "configs/fourm.yaml").read_text())
+    assert fourm["trainer"]["precision"] == chosen
     paths = [d["init_args"].get("tokenizer") for d in fourm["model"]["init_args"]["domains"]]
     assert all(p is None or p.startswith(str(out)) for p in paths)
     # The plan's masking mixture file replaces the experiment config's.
@@ -86,6 +94,7 @@ def test_every_stage_writes_its_outputs_and_results(finished):
     # The ceiling scores the ground truth through the tokenizers: captions come back exactly.
     assert scores["ceiling"]["caption"]["all"] == 1.0
     results = (out / "results.md").read_text()
+    assert f"Training precision: {chosen} (matmul float32 " in results
     for domain in scores["model"]:
         assert f"| `{domain}` |" in results
     assert "![RGB to all](figures/rgb2all.png)" in results
