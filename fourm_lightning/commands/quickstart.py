@@ -51,12 +51,7 @@ def quickstart(
     book = StageBook(run_dir)
     started = time.monotonic()
     choice = resolve_precision(the_plan.precision, run_dir)
-    measured = (
-        f" (matmul float32 {choice.fp32_gflops} / bf16 {choice.bf16_gflops} GFLOP/s)"
-        if choice.fp32_gflops is not None
-        else ""
-    )
-    print(f"training precision: {choice.precision}{measured}", flush=True)
+    print(f"training precision: {choice.describe()}", flush=True)
     records: dict[str, StageRecord] = {}
     count = 6 + len(the_plan.tokenizers)
     step = iter(range(1, count + 1))
@@ -141,7 +136,7 @@ def quickstart(
         shown,
         records,
         list(tokenizers.values()),
-        f"Training precision: {choice.precision}{measured}.",
+        f"Training precision: {choice.describe()}.",
     )
     print("\n" + report.summary(run_dir, records), flush=True)
     return results

@@ -35,6 +35,15 @@ class PrecisionChoice:
     fp32_gflops: float | None = None
     bf16_gflops: float | None = None
 
+    def describe(self) -> str:
+        """``"32-true (matmul float32 326.0 / bf16 165.0 GFLOP/s)"``, or just the precision."""
+        if self.fp32_gflops is None:
+            return self.precision
+        return (
+            f"{self.precision} (matmul float32 {self.fp32_gflops} / "
+            f"bf16 {self.bf16_gflops} GFLOP/s)"
+        )
+
     @property
     def autocast(self) -> str:
         """The pre-tokenizer's name for it: ``"bf16"`` or ``"32"``."""

@@ -298,7 +298,6 @@ def fourm_config(
     text_tokenizer: str,
     save_dir: Path,
     precision: str | None = None,
-    max_time: str | None = None,
 ) -> dict[str, Any]:
     """The pretraining config: ``plan.config`` with the quickstart's tokenizers, data and budget.
 
@@ -309,7 +308,6 @@ def fourm_config(
         text_tokenizer: the WordPiece folder (every text domain uses it).
         save_dir: the TensorBoard logger's folder (the run goes to ``save_dir/fourm/version_0``).
         precision: trainer precision replacing the config's (None: keep it).
-        max_time: time limit replacing ``plan.max_time`` (None: the plan's).
 
     Raises:
         ValueError: a token domain of the config whose tokenizer the quickstart did not train.
@@ -339,7 +337,7 @@ def fourm_config(
     trainer = config["trainer"]
     trainer.update(
         max_steps=plan.max_steps,
-        max_time=plan.max_time if max_time is None else max_time,
+        max_time=plan.max_time,
         val_check_interval=plan.val_check_interval,
         limit_val_batches=plan.limit_val_batches,
     )
@@ -390,8 +388,7 @@ def pretrain_stage(
             shrinks to what is left of it (never below a tenth of ``plan.max_time``). The
             limit is not part of the stage's fingerprint: a resumed run keeps a valid model.
     """
-    max_time = pretrain_time_limit(plan, elapsed)
-    args = (
+    config = fourm_config(
         plan,
         tokens.outputs["tokens"],
         {m: r.outputs["checkpoint"] for m, r in tokenizers.items()},
@@ -405,12 +402,13 @@ def pretrain_stage(
         "text": text.identity,
         # Resolved (an edited experiment config or mixture reruns the stage), with the plan's
         # time limit rather than the one left by this run's clock.
-        "config": fourm_config(*args),
+        "config": config,
     }
     done = book.valid("pretrain", settings)
     if done:
         return done
-    config = fourm_config(*args, max_time=max_time)
+    max_time = pretrain_time_limit(plan, elapsed)
+    config = {**config, "trainer": {**config["trainer"], "max_time": max_time}}
     path = _write_config(config, run_dir / "configs" / "fourm.yaml", plan.config)
     shutil.rmtree(run_dir / "fourm", ignore_errors=True)
     with book.run("pretrain", settings) as record:

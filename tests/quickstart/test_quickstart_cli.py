@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fourm_lightning.cli import main
-from fourm_lightning.quickstart.plan import ROOT, load_plan
+from fourm_lightning.quickstart.plan import ROOT, duration, load_plan, seconds
 
 SMALL_DATA = {"data.init_args.batch_size": 4, "data.init_args.num_workers": 0}
 
@@ -21,7 +21,8 @@ def micro_plan(tmp_path):
     for tokenizer in raw["tokenizers"]:
         tokenizer.update(max_steps=2, warmup_steps=1)
         tokenizer["overrides"] = {**tokenizer.get("overrides", {}), **SMALL_DATA}
-    raw["pretrain"].update(max_steps=2, warmup_steps=1, val_check_interval=2)
+    # A deadline already passed: the 4M gets the floor, a tenth of its max_time.
+    raw["pretrain"].update(max_steps=2, warmup_steps=1, val_check_interval=2, end_by="00:00:00:00")
     raw["pretrain"]["overrides"] = {
         **raw["pretrain"].get("overrides", {}),
         **SMALL_DATA,
@@ -71,6 +72,9 @@ def test_every_stage_writes_its_outputs_and_results(finished):
         assert config["data"]["init_args"]["data_dir"] == str(out / "data")
     fourm = yaml.safe_load((out / "configs/fourm.yaml").read_text())
     assert fourm["trainer"]["precision"] == chosen
+    limit = duration(seconds(load_plan(plan).pretrain.max_time) // 10)
+    assert fourm["trainer"]["max_time"] == limit
+    assert json.loads((out / "stages/pretrain.json").read_text())["metrics"]["max_time"] == limit
     paths = [d["init_args"].get("tokenizer") for d in fourm["model"]["init_args"]["domains"]]
     assert all(p is None or p.startswith(str(out)) for p in paths)
     # The plan's masking mixture file replaces the experiment config's.
