@@ -153,6 +153,19 @@ class Quantizer(nn.Module, ABC):
             raise ValueError(f"expected latents of shape (B, N, {dim}), got {tuple(z.shape)}")
 
 
+def _full_precision(z: Tensor) -> torch.autocast:
+    """A context that turns autocast off on ``z``'s device.
+
+    ``vector-quantize-pytorch`` turns autocast off for CUDA only. Under CPU bf16 autocast its
+    code similarities, EMA sums and code lookups ran in bf16, where codes closer than bf16's
+    resolution tie and the lowest index wins, so the same config trained a different codebook
+    on a CPU than on a GPU. (The quickstart's 256-code depth codebook, 400 steps: perplexity 58
+    when the whole tokenizer trained in CPU bf16, 160 in float32; docs/RESULTS.md, "Quickstart".
+    How much of that the quantizer's arithmetic caused was not separated.)
+    """
+    return torch.autocast(device_type=z.device.type, enabled=False)
+
+
 class CosineVQ(Quantizer):
     """Cosine-similarity vector quantizer with an EMA codebook (4M's ``VectorQuantizerLucid``).
 
@@ -164,7 +177,8 @@ class CosineVQ(Quantizer):
     restart); ``dead_code_threshold`` computes 4M's value for it.
 
     The straight-through estimator is the plain one, ``q = n + sg(q - n)`` with ``n = l2norm(z)``
-    (the library's default "rotation trick" is switched off to match 4M).
+    (the library's default "rotation trick" is switched off to match 4M). The quantizer always
+    runs in float32, also inside bf16 autocast, on every device.
 
     Args:
         dim: latent width D (4M: 32).
@@ -230,7 +244,8 @@ class CosineVQ(Quantizer):
             ``QuantizerOutput``: z_q (B, N, D) unit-norm codes, indices (B, N), commitment loss.
         """
         self._check_latent(z, self.dim)
-        z_q, indices, loss = self.vq(z)
+        with _full_precision(z):
+            z_q, indices, loss = self.vq(z.float())
         return self._output(z_q.to(z.dtype), indices.long(), loss)
 
     def indices_to_latent(self, indices: Tensor) -> Tensor:
@@ -255,7 +270,8 @@ class CosineVQ(Quantizer):
             (B, N) int64.
         """
         self._check_latent(z, self.dim)
-        similarity = F.normalize(z.float(), dim=-1) @ self.codebook.float().t()
+        with _full_precision(z):
+            similarity = F.normalize(z.float(), dim=-1) @ self.codebook.float().t()
         return similarity.argmax(dim=-1)
 
 

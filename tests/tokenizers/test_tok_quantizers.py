@@ -112,6 +112,37 @@ def test_cosine_codes_stay_unit_norm_after_updates():
     torch.testing.assert_close(q.codebook.norm(dim=-1), torch.ones(16))
 
 
+def _near_duplicate_codes(q: CosineVQ) -> torch.Tensor:
+    """Give ``q`` pairs of codes 0.01 rad apart; return latents nearer each pair's second code.
+
+    Cosine similarities near 1 differ by ~5e-5 between the two codes of a pair, far below
+    bf16's resolution there (2**-8): a bf16 similarity cannot tell them apart.
+    """
+    torch.manual_seed(0)
+    pairs = q.codebook_size // 2
+    base = F.normalize(torch.randn(pairs, q.dim), dim=-1)
+    step = F.normalize(torch.randn(pairs, q.dim), dim=-1)
+    step = F.normalize(step - (step * base).sum(-1, keepdim=True) * base, dim=-1)
+    first, second = base, F.normalize(base + 0.01 * step, dim=-1)
+    codes = torch.stack([first, second], dim=1).reshape(q.codebook_size, q.dim)
+    q.vq._codebook.embed.copy_(codes[None])
+    q.vq._codebook.initted.fill_(True)
+    return F.normalize(base + 0.012 * step, dim=-1)[None]  # (1, pairs, D)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_cosine_vq_picks_the_same_codes_inside_bf16_autocast(training):
+    # The library turns autocast off for CUDA only; the quantizer must do it on the CPU too,
+    # or a bf16 run trains a different codebook than a float32 one.
+    q = CosineVQ(dim=32, codebook_size=64, decay=0.99).train(training)
+    z = _near_duplicate_codes(q)
+    expected = torch.arange(1, q.codebook_size, 2)[None]  # every pair's second code
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # The lookup first: a training forward moves the codes (EMA) after assigning them.
+        assert torch.equal(q.latent_to_indices(z), expected)
+        assert torch.equal(q(z).indices, expected)
+
+
 def test_kmeans_init_places_codes_on_the_data():
     torch.manual_seed(0)
     direction = F.normalize(torch.randn(8), dim=0)
