@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from fourm_lightning.datamodules.synth.config import SceneConfig
+
 #: The repository root: configs named in a plan are relative to it.
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,13 +44,35 @@ def duration(total: float) -> str:
 
 @dataclass(frozen=True)
 class DatasetPlan:
-    """The built-in dataset the quickstart renders (``fourm-lightning data synth``)."""
+    """The built-in dataset the quickstart renders (``fourm-lightning data synth``).
+
+    ``scene`` holds ``SceneConfig`` fields that differ from the built-in defaults (objects per
+    scene, camera distance, ...), as plain YAML values (lists for ranges).
+    """
 
     num_train: int = 20000
     num_val: int = 1000
     resolution: int = 64
     seed: int = 0
     workers: int = 2
+    scene: dict[str, Any] = field(default_factory=dict)
+
+    def scene_config(self) -> SceneConfig:
+        """The ``SceneConfig`` this plan renders (``resolution`` included).
+
+        Raises:
+            ValueError: an unknown ``scene`` key or a value ``SceneConfig`` rejects.
+        """
+        names = {f.name for f in dataclasses.fields(SceneConfig)} - {"resolution"}
+        unknown = sorted(set(self.scene) - names)
+        if unknown:
+            raise ValueError(f"dataset.scene: unknown keys {unknown}; allowed: {sorted(names)}")
+        # YAML gives ranges as lists; SceneConfig's ranges are tuples (hashable, JSON-safe).
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.scene.items()}
+        try:
+            return SceneConfig(resolution=self.resolution, **values)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"dataset.scene: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -210,6 +234,10 @@ def load_plan(path: str | Path) -> QuickstartPlan:
         tokenizer_jobs=jobs,
         precision=precision,
     )
+    try:
+        plan.dataset.scene_config()
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     for key, value in (("max_time", plan.pretrain.max_time), ("end_by", plan.pretrain.end_by)):
         if value is not None:
             try:

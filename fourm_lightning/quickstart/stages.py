@@ -81,6 +81,7 @@ def dataset_stage(plan: DatasetPlan, run_dir: Path, book: StageBook) -> StageRec
             resolution=plan.resolution,
             seed=plan.seed,
             workers=plan.workers,
+            scene=plan.scene_config(),
             overwrite=True,
         )
         manifest = read_manifest(data_dir)

@@ -112,3 +112,40 @@ def test_durations_convert_both_ways():
     assert duration(870.9) == "00:00:14:30"
     assert duration(seconds("01:02:03:04")) == "01:02:03:04"
     assert duration(-5) == "00:00:00:00"
+
+
+def test_scene_settings_reach_the_scene_config_as_tuples(tmp_path):
+    path = _write(
+        tmp_path, lambda raw: raw["dataset"].update(scene={"max_objects": 3, "fov_deg": [40, 50]})
+    )
+    scene = load_plan(path).dataset.scene_config()
+    assert (scene.max_objects, scene.fov_deg) == (3, (40, 50))
+    assert scene.resolution == load_plan(path).dataset.resolution
+
+
+def test_a_bad_scene_setting_is_named_with_the_file(tmp_path):
+    path = _write(tmp_path, lambda raw: raw["dataset"].update(scene={"max_objekts": 3}))
+    unknown = r"plan\.yaml: dataset\.scene: unknown keys \['max_objekts'\]"
+    with pytest.raises(ValueError, match=unknown):
+        load_plan(path)
+    path = _write(tmp_path, lambda raw: raw["dataset"].update(scene={"camera_distance": [9, 3]}))
+    with pytest.raises(ValueError, match=r"plan\.yaml: dataset\.scene: SceneConfig\.camera_dist"):
+        load_plan(path)
+
+
+def test_the_dataset_stage_renders_the_plans_scene_settings(tmp_path):
+    from fourm_lightning.datamodules.shards import read_manifest
+    from fourm_lightning.quickstart.plan import DatasetPlan
+    from fourm_lightning.quickstart.record import StageBook
+    from fourm_lightning.quickstart.stages import dataset_stage
+
+    plan = DatasetPlan(
+        num_train=2,
+        num_val=1,
+        resolution=32,
+        workers=1,
+        scene={"max_objects": 2, "fov_deg": [40, 41]},
+    )
+    dataset_stage(plan, tmp_path, StageBook(tmp_path))
+    config = read_manifest(tmp_path / "data").generator["config"]
+    assert (config["max_objects"], config["fov_deg"], config["resolution"]) == (2, [40, 41], 32)
