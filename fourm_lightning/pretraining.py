@@ -78,6 +78,7 @@ class FourMPretraining(LightningModule):
         share_modality_embeddings: decoder reuses the encoder's modality embeddings.
         attention: ``"auto"`` (SDPA, or two matmuls for bf16 on CPU where they are faster),
             ``"sdpa"`` or ``"matmul"``.
+        embedding_std: init std of the token and text embeddings (``FourM``; 4M: 0.02).
         lr: peak learning rate (4M: 1e-4 x global batch / 256).
         weight_decay: AdamW decay on everything but norms and biases.
         betas: AdamW betas.
@@ -101,6 +102,7 @@ class FourMPretraining(LightningModule):
         drop_path: float = 0.0,
         share_modality_embeddings: bool = True,
         attention: AttentionImpl = "auto",
+        embedding_std: float = 0.02,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.95),
@@ -127,6 +129,7 @@ class FourMPretraining(LightningModule):
             drop_path=drop_path,
             share_modality_embeddings=share_modality_embeddings,
             attention=attention,
+            embedding_std=embedding_std,
         )
         #: domain -> {"path", "sha256", "vocab_size"} of the tokenizer it was trained against.
         self.tokenizer_records: dict[str, Any] = {}
