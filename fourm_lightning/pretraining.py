@@ -78,7 +78,8 @@ class FourMPretraining(LightningModule):
         share_modality_embeddings: decoder reuses the encoder's modality embeddings.
         attention: ``"auto"`` (SDPA, or two matmuls for bf16 on CPU where they are faster),
             ``"sdpa"`` or ``"matmul"``.
-        embedding_std: init std of the token and text embeddings (``FourM``; 4M: 0.02).
+        embedding_std: init std of the token and text embeddings (``FourM``; 4M: 0.02; the
+            quickstart plans use 1.0, see ``FourM``).
         lr: peak learning rate (4M: 1e-4 x global batch / 256).
         weight_decay: AdamW decay on everything but norms and biases.
         betas: AdamW betas.

@@ -137,7 +137,8 @@ class FourM(nn.Module):
             content vector has ~1/35 the norm of its sin-cos position vector, so token and text
             inputs barely change the encoder's output until the embeddings grow: a small model
             did not learn to copy one word from a text input to a text target in 300 steps at
-            0.02, and did in 100 at 1.0 (docs/RESULTS.md, "Caption to RGB").
+            0.02, and did in 100 at 1.0 (docs/RESULTS.md, "Token embeddings"). Short CPU
+            budgets should use 1.0, as the quickstart plans do.
     """
 
     def __init__(

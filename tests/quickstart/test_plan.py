@@ -28,6 +28,22 @@ def test_the_tiny_plan_has_the_same_stages_and_configs_as_the_full_one():
     assert sum(t.max_steps for t in tiny.tokenizers) < sum(t.max_steps for t in full.tokenizers)
 
 
+@pytest.mark.parametrize("name", ["full", "tiny"])
+def test_every_override_of_the_shipped_plans_names_a_key_of_its_config(name):
+    # set_dotted refuses new keys; without this a typo or a key the experiment config does not
+    # list fails only when the quickstart reaches that stage, minutes into the run.
+    plan = load_plan(ROOT / "configs" / "quickstart" / f"{name}.yaml")
+    stages = [(t.config, t.overrides) for t in plan.tokenizers]
+    stages.append((plan.pretrain.config, plan.pretrain.overrides))
+    checked = 0
+    for config, overrides in stages:
+        target = yaml.safe_load((ROOT / config).read_text())
+        for key, value in overrides.items():
+            set_dotted(target, key, value)
+            checked += 1
+    assert checked >= 5  # the plans override the map quantizers and the 4M's size
+
+
 def _write(tmp_path, change):
     raw = yaml.safe_load((ROOT / "configs/quickstart/tiny.yaml").read_text())
     change(raw)
