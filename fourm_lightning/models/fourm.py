@@ -203,12 +203,8 @@ class FourM(nn.Module):
         )
         self.decoder_norm = LayerNorm(dim, bias)
         self.mask_token = nn.Parameter(torch.zeros(dim))
-        init_weights(self)
+        init_weights(self, embedding_std=embedding_std)
         nn.init.normal_(self.mask_token, std=0.02)
-        if embedding_std != 0.02:  # init_weights drew them at 0.02; redraw only when asked
-            for module in self.modules():
-                if isinstance(module, nn.Embedding):
-                    nn.init.normal_(module.weight, std=embedding_std)
         if share_modality_embeddings:
             for name, module in self.decoder_embeddings.items():
                 module.mod_emb = self.encoder_embeddings[name].mod_emb

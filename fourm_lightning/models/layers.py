@@ -317,11 +317,12 @@ class DecoderBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module, embedding_std: float = 0.02) -> None:
     """MAE-style init: xavier-uniform linears (fused q/k/v as if separate), zero biases.
 
     A fused ``qkv`` (or ``kv``) weight is initialised with the bound its parts would get as
-    separate D x D layers, so fusing does not change the init.
+    separate D x D layers, so fusing does not change the init. ``nn.Embedding`` weights are
+    drawn from N(0, ``embedding_std``) (4M: 0.02).
     """
     for name, sub in module.named_modules():
         if isinstance(sub, nn.Linear):
@@ -337,4 +338,4 @@ def init_weights(module: nn.Module) -> None:
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)
         elif isinstance(sub, nn.Embedding):
-            nn.init.normal_(sub.weight, std=0.02)
+            nn.init.normal_(sub.weight, std=embedding_std)
