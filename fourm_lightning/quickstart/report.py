@@ -92,19 +92,34 @@ def pretrain_table(record: StageRecord) -> list[str]:
     return lines
 
 
-def agreement_table(agreement: Mapping[str, Mapping[str, float]], count: int) -> list[str]:
-    """Markdown rows: named shapes and colours found in caption-to-RGB outputs, with controls."""
-    rows = {
-        "generated": "generated from its caption",
-        "true image": "true semseg and image (through the tokenizers)",
-        "another caption": "generated, against another sample's caption (chance)",
-    }
+def agreement_table(
+    agreement: Mapping[str, Mapping[str, float]],
+    count: int,
+    given_layout: Mapping[str, Mapping[str, float]] | None = None,
+    given: Sequence[str] = (),
+) -> list[str]:
+    """Markdown rows: named shapes and colours found in caption-to-RGB outputs, with controls.
+
+    ``given_layout`` (optional) scores the chain's last step run alone from the modalities
+    ``given`` (the caption and the true earlier outputs): its colours row says whether the
+    image step follows the caption once the layout is right.
+    """
+    rows = [
+        ("generated from its caption", agreement["generated"]),
+        ("true semseg and image (through the tokenizers)", agreement["true image"]),
+        ("generated, against another sample's caption (chance)", agreement["another caption"]),
+    ]
+    if given_layout is not None:
+        inputs = ", ".join(f"`{n}`" for n in given)
+        rows += [
+            (f"last step alone, from {inputs} (true)", given_layout["generated"]),
+            ("the same, against another caption (chance)", given_layout["another caption"]),
+        ]
     lines = [
         f"| {count} validation captions | named shapes shown | named colours shown | both |",
         "|---|---|---|---|",
     ]
-    for key, label in rows.items():
-        shares = agreement[key]
+    for label, shares in rows:
         lines.append(
             f"| {label} | {shares['shapes']:.2f} | {shares['colors']:.2f} | {shares['all']:.2f} |"
         )
@@ -218,7 +233,10 @@ def write_results(
         "direction, so shading does not matter):",
         "",
         *agreement_table(
-            generation.metrics["caption2rgb_agreement"], generation.metrics["caption_samples"]
+            generation.metrics["caption2rgb_agreement"],
+            generation.metrics["caption_samples"],
+            generation.metrics.get("caption2rgb_given_layout_agreement"),
+            generation.metrics.get("caption2rgb_given", ()),
         ),
         "",
         f"## Out of the box: RGB -> X on {evaluation.metrics['num_samples']} validation scenes",
@@ -277,6 +295,12 @@ def summary(run_dir: Path, records: Mapping[str, StageRecord]) -> str:
         f"named shapes {own['shapes']:.2f} / colours {own['colors']:.2f} shown "
         f"(chance {chance['shapes']:.2f} / {chance['colors']:.2f})"
     )
+    layout = records["generation"].metrics.get("caption2rgb_given_layout_agreement")
+    if layout is not None:
+        caption += (
+            f"; colours from the true layout {layout['generated']['colors']:.2f} "
+            f"(chance {layout['another caption']['colors']:.2f})"
+        )
     return "\n".join(
         [
             f"quickstart done in {total / 60:.1f} min (this run)",

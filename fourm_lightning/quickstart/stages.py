@@ -445,13 +445,26 @@ def generation_stage(
             val_samples=plan.num_samples,
             data_dir=tokens.outputs["tokens"],
         )
+        chain = read_schedule(ROOT / plan.caption2rgb)
+        caption_samples = max(plan.caption_samples, plan.num_samples)
         caption2rgb = generate(
-            read_schedule(ROOT / plan.caption2rgb),
+            chain,
             model.outputs["checkpoint"],
             out=str(out / "caption2rgb"),
-            val_samples=max(plan.caption_samples, plan.num_samples),
+            val_samples=caption_samples,
             data_dir=tokens.outputs["tokens"],
             conditions=["caption"],
+        )
+        # The chain's last step alone, from the caption and the TRUE earlier outputs (semseg,
+        # depth): tells whether a miss comes from the layout or from the image step.
+        given = ["caption", *(step.target for step in chain[:-1])]
+        last_step = generate(
+            chain[-1:],
+            model.outputs["checkpoint"],
+            out=str(out / "caption2rgb_given_layout"),
+            val_samples=caption_samples,
+            data_dir=tokens.outputs["tokens"],
+            conditions=given,
         )
         record.outputs = {
             "rgb2all": str(
@@ -472,18 +485,25 @@ def generation_stage(
             ),
         }
         record.metrics = {
-            "caption_samples": max(plan.caption_samples, plan.num_samples),
+            "caption_samples": caption_samples,
             "caption2rgb_agreement": caption_agreement_of(caption2rgb),
+            "caption2rgb_given": given,
+            "caption2rgb_given_layout_agreement": caption_agreement_of(
+                last_step, layout_given=True
+            ),
         }
     return record
 
 
-def caption_agreement_of(folder: Path) -> dict[str, dict[str, float]]:
+def caption_agreement_of(folder: Path, layout_given: bool = False) -> dict[str, dict[str, float]]:
     """Named shapes and colours found in caption-to-RGB outputs, beside the two controls.
 
     Reads ``fourm-lightning generate``'s files of a caption -> semseg -> ... -> RGB run on
     validation samples (``<id>.caption.txt``, ``<id>.tok_semseg[_true].png``,
     ``<id>.tok_rgb[_true].png``); see ``transfer.caption_image.agreement_table``.
+    With ``layout_given`` the run conditioned on the true semseg (``<id>.tok_semseg.png`` is
+    the input) and generated RGB only: the named colours are then looked for on the true
+    objects, and the shapes score the true semseg.
     """
     import json
 
@@ -493,7 +513,8 @@ def caption_agreement_of(folder: Path) -> dict[str, dict[str, float]]:
     samples = json.loads((folder / "generate.json").read_text())["samples"]
 
     def pair(sample: str, suffix: str) -> tuple[Any, Any]:
-        semseg = load_generated(folder, sample, f"tok_semseg{suffix}")[1].long()
+        layout = "tok_semseg" if layout_given else f"tok_semseg{suffix}"
+        semseg = load_generated(folder, sample, layout)[1].long()
         return semseg, load_generated(folder, sample, f"tok_rgb{suffix}")[1]
 
     captions = [(folder / f"{s}.caption.txt").read_text() for s in samples]

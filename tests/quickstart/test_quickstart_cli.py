@@ -90,6 +90,15 @@ def test_every_stage_writes_its_outputs_and_results(finished):
     assert (out / "fourm/version_0/checkpoints/last.ckpt").is_file()
     assert (out / "figures/rgb2all.png").stat().st_size > 1000
     assert (out / "figures/caption2rgb.png").stat().st_size > 1000
+    # The chain's last step alone, from the caption and the true semseg and depth: its RGB is
+    # generated, its semseg is the condition (the true map, so every named shape is there
+    # as often as in the true image row).
+    generation = json.loads((out / "stages/generation.json").read_text())["metrics"]
+    assert generation["caption2rgb_given"] == ["caption", "tok_semseg", "tok_depth"]
+    layout = generation["caption2rgb_given_layout_agreement"]
+    truth = generation["caption2rgb_agreement"]["true image"]
+    assert layout["generated"]["shapes"] == truth["shapes"]
+    assert (out / "generation/caption2rgb_given_layout/generate.json").is_file()
 
     scores = json.loads((out / "evaluation.json").read_text())
     assert scores["num_samples"] == 4
@@ -102,6 +111,7 @@ def test_every_stage_writes_its_outputs_and_results(finished):
     for domain in scores["model"]:
         assert f"| `{domain}` |" in results
     assert "![RGB to all](figures/rgb2all.png)" in results
+    assert "| last step alone, from `caption`, `tok_semseg`, `tok_depth` (true) |" in results
     assert "| `tok_semseg` | 2 |" in results  # the tokenizer table: name and steps
     # What the RGB image and the caption tell the model, every probe the model has.
     gains = scores["conditioning"]
