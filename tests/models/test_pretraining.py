@@ -197,6 +197,7 @@ def test_experiment_config_parses_with_every_builtin_domain():
         "quickstart",
         "quickstart_caption2all",
         "quickstart_caption_chain",
+        "quickstart_caption_weighted",
     ],
 )
 def test_mixture_files_load_as_yaml_lists_for_the_builtin_domains(mixture):
