@@ -235,8 +235,8 @@ def write_results(
         *agreement_table(
             generation.metrics["caption2rgb_agreement"],
             generation.metrics["caption_samples"],
-            generation.metrics.get("caption2rgb_given_layout_agreement"),
-            generation.metrics.get("caption2rgb_given", ()),
+            generation.metrics["caption2rgb_given_layout_agreement"],
+            generation.metrics["caption2rgb_given"],
         ),
         "",
         f"## Out of the box: RGB -> X on {evaluation.metrics['num_samples']} validation scenes",
@@ -295,12 +295,11 @@ def summary(run_dir: Path, records: Mapping[str, StageRecord]) -> str:
         f"named shapes {own['shapes']:.2f} / colours {own['colors']:.2f} shown "
         f"(chance {chance['shapes']:.2f} / {chance['colors']:.2f})"
     )
-    layout = records["generation"].metrics.get("caption2rgb_given_layout_agreement")
-    if layout is not None:
-        caption += (
-            f"; colours from the true layout {layout['generated']['colors']:.2f} "
-            f"(chance {layout['another caption']['colors']:.2f})"
-        )
+    layout = records["generation"].metrics["caption2rgb_given_layout_agreement"]
+    caption += (
+        f"; colours from the true layout {layout['generated']['colors']:.2f} "
+        f"(chance {layout['another caption']['colors']:.2f})"
+    )
     return "\n".join(
         [
             f"quickstart done in {total / 60:.1f} min (this run)",
