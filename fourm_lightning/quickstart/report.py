@@ -95,26 +95,23 @@ def pretrain_table(record: StageRecord) -> list[str]:
 def agreement_table(
     agreement: Mapping[str, Mapping[str, float]],
     count: int,
-    given_layout: Mapping[str, Mapping[str, float]] | None = None,
-    given: Sequence[str] = (),
+    given_layout: Mapping[str, Mapping[str, float]],
+    given: Sequence[str],
 ) -> list[str]:
     """Markdown rows: named shapes and colours found in caption-to-RGB outputs, with controls.
 
-    ``given_layout`` (optional) scores the chain's last step run alone from the modalities
-    ``given`` (the caption and the true earlier outputs): its colours row says whether the
-    image step follows the caption once the layout is right.
+    ``given_layout`` scores the chain's last step run alone from the modalities ``given`` (the
+    caption and the true earlier outputs): its colours row says whether the image step follows
+    the caption once the layout is right.
     """
+    inputs = ", ".join(f"`{n}`" for n in given)
     rows = [
         ("generated from its caption", agreement["generated"]),
         ("true semseg and image (through the tokenizers)", agreement["true image"]),
         ("generated, against another sample's caption (chance)", agreement["another caption"]),
+        (f"last step alone, from {inputs} (true)", given_layout["generated"]),
+        ("the same, against another caption (chance)", given_layout["another caption"]),
     ]
-    if given_layout is not None:
-        inputs = ", ".join(f"`{n}`" for n in given)
-        rows += [
-            (f"last step alone, from {inputs} (true)", given_layout["generated"]),
-            ("the same, against another caption (chance)", given_layout["another caption"]),
-        ]
     lines = [
         f"| {count} validation captions | named shapes shown | named colours shown | both |",
         "|---|---|---|---|",
