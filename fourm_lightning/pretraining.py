@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -43,6 +43,24 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_stable_decay(
+    step: int, warmup_steps: int, total_steps: int, min_ratio: float, cooldown: float
+) -> float:
+    """LR multiplier: linear warmup from 0, the peak held, then a linear decay to ``min_ratio``.
+
+    The decay takes the last ``cooldown`` share of the steps after warmup ("WSD"). At equal steps
+    it keeps the learning rate high for longer than a cosine: the sum of the multipliers is
+    about ``1 - cooldown / 2`` of the steps, against a half for the cosine.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_start = total_steps - cooldown * (total_steps - warmup_steps)
+    if step < decay_start:
+        return 1.0
+    progress = min(1.0, (step - decay_start) / max(1.0, total_steps - decay_start))
+    return 1.0 - (1.0 - min_ratio) * progress
+
+
 @dataclass
 class CosineSchedule:
     """``warmup_cosine`` as a callable object for ``LambdaLR``.
@@ -58,6 +76,26 @@ class CosineSchedule:
     def __call__(self, step: int) -> float:
         """The multiplier at optimizer step ``step``."""
         return warmup_cosine(step, self.warmup_steps, self.total_steps, self.min_ratio)
+
+
+@dataclass
+class StableDecaySchedule:
+    """``warmup_stable_decay`` as a callable object for ``LambdaLR`` (see ``CosineSchedule``)."""
+
+    warmup_steps: int
+    total_steps: int
+    min_ratio: float
+    cooldown: float
+
+    def __call__(self, step: int) -> float:
+        """The multiplier at optimizer step ``step``."""
+        return warmup_stable_decay(
+            step, self.warmup_steps, self.total_steps, self.min_ratio, self.cooldown
+        )
+
+
+#: The pretraining LR schedules: warmup then cosine, or warmup, constant and linear decay.
+LRSchedule = Literal["cosine", "wsd"]
 
 
 class FourMPretraining(LightningModule):
@@ -84,7 +122,10 @@ class FourMPretraining(LightningModule):
         weight_decay: AdamW decay on everything but norms and biases.
         betas: AdamW betas.
         warmup_steps: linear warmup steps.
-        min_lr_ratio: final LR of the cosine as a fraction of ``lr``.
+        min_lr_ratio: final LR of the schedule as a fraction of ``lr``.
+        lr_schedule: ``"cosine"`` (4M's: warmup, then cosine decay) or ``"wsd"`` (warmup, the
+            peak held, then a linear decay over the last ``cooldown`` of the steps).
+        cooldown: share of the steps after warmup that ``"wsd"`` decays over.
         check_tokenizers: at construction, check every domain's tokenizer vocabulary and record
             its hash (tokenizers missing on this machine are skipped, their records kept).
     """
@@ -109,9 +150,15 @@ class FourMPretraining(LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 200,
         min_lr_ratio: float = 0.0,
+        lr_schedule: LRSchedule = "cosine",
+        cooldown: float = 0.2,
         check_tokenizers: bool = True,
     ) -> None:
         super().__init__()
+        if lr_schedule not in ("cosine", "wsd"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'wsd', got {lr_schedule!r}")
+        if not 0.0 < cooldown <= 1.0:
+            raise ValueError(f"cooldown must be in (0, 1], got {cooldown}")
         objects = [domain_from_config(d) if isinstance(d, Mapping) else d for d in domains]
         # save_hyperparameters reads the arguments from this frame: the domains go in as plain
         # configs, so hparams.yaml shows them and checkpoints reload without pickled objects.
@@ -228,10 +275,17 @@ class FourMPretraining(LightningModule):
             betas=tuple(self.hparams.betas),
             fused=self.use_fused_adamw(),
         )
-        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 10**9
+        # Without a Trainer (a module built by hand) the schedule has no end: warmup, then peak.
+        trainer = getattr(self, "_trainer", None)
+        total = int(trainer.estimated_stepping_batches) if trainer is not None else 10**9
         if not math.isfinite(total) or total <= 0:
             total = 10**9
-        schedule = CosineSchedule(self.hparams.warmup_steps, total, self.hparams.min_lr_ratio)
+        hp = self.hparams
+        schedule: CosineSchedule | StableDecaySchedule
+        if hp.get("lr_schedule", "cosine") == "wsd":
+            schedule = StableDecaySchedule(hp.warmup_steps, total, hp.min_lr_ratio, hp.cooldown)
+        else:
+            schedule = CosineSchedule(hp.warmup_steps, total, hp.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {
             "optimizer": optimizer,
@@ -257,4 +311,12 @@ class FourMPretraining(LightningModule):
         return FourM.from_pretrained(directory, check_tokenizers=check_tokenizers)
 
 
-__all__ = ["CosineSchedule", "FourMPretraining", "no_decay", "warmup_cosine"]
+__all__ = [
+    "CosineSchedule",
+    "FourMPretraining",
+    "LRSchedule",
+    "StableDecaySchedule",
+    "no_decay",
+    "warmup_cosine",
+    "warmup_stable_decay",
+]

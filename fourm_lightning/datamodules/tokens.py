@@ -47,6 +47,15 @@ from fourm_lightning.datamodules.stream import (
 from fourm_lightning.modalities import DataError
 from fourm_lightning.models.domains import Domain, LoadContext
 
+#: How often a training stream draws a mixture component: for every sample or every batch.
+ComponentPer = Literal["sample", "batch"]
+
+
+def check_component_per(value: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a ``ComponentPer``."""
+    if value not in ("sample", "batch"):
+        raise ValueError(f"component_per must be 'sample' or 'batch', got {value!r}")
+
 
 class MultimodalMasking:
     """Per-sample masking of a set of domains under a mixture (see ``datamodules.masking``).
@@ -82,12 +91,24 @@ class MultimodalMasking:
         self.target_tokens = (int(target_tokens[0]), int(target_tokens[1]))
         self.image_like = {d.name: d.image_like for d in domains}
 
-    def __call__(self, values: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    def pick(self, rng: np.random.Generator) -> int:
+        """Index of a mixture component drawn by weight."""
+        return pick_component(self.mixture, rng)
+
+    def __call__(
+        self,
+        values: Mapping[str, Any],
+        rng: np.random.Generator,
+        component_index: int | None = None,
+    ) -> dict[str, Any]:
         """Domain values of one sample -> ``{name: {"tensor", "input_mask", "target_mask"}}``.
 
-        Domains missing from ``values`` get a fully masked placeholder.
+        Domains missing from ``values`` get a fully masked placeholder. ``component_index``
+        fixes the mixture component (one drawn per batch); None draws one for this sample.
         """
-        component = self.mixture[pick_component(self.mixture, rng)]
+        if component_index is None:
+            component_index = self.pick(rng)
+        component = self.mixture[component_index]
         present = [d for d in self.domains if d.name in values]
         names = [d.name for d in present]
         in_caps = {d.name: d.input_capacity(values[d.name]) for d in present}
@@ -136,12 +157,15 @@ class TokenStream(ShardStream):
         masking: MultimodalMasking,
         batch_size: int,
         random_crop: bool = True,
+        component_per: ComponentPer = "sample",
         **kwargs: Any,
     ) -> None:
         super().__init__(urls, {}, manifest.resolution, None, batch_size, **kwargs)  # type: ignore[arg-type]
+        check_component_per(component_per)
         self.manifest = manifest
         self.masking = masking
         self.random_crop = random_crop
+        self.component_per = component_per
         self._tokenizers: dict[str, Any] = {}
 
     def _sample_rng(self, key: str) -> np.random.Generator:
@@ -154,7 +178,15 @@ class TokenStream(ShardStream):
         rng: np.random.Generator | None,
         tally: ErrorTally,
     ) -> Iterator[dict[str, Any]]:
-        """Raw token samples -> masked samples; bad ones are counted, logged and skipped."""
+        """Raw token samples -> masked samples; bad ones are counted, logged and skipped.
+
+        With ``component_per="batch"`` (training only) every run of ``batch_size`` yielded
+        samples shares one mixture component: ``batch_samples`` groups exactly those samples,
+        because skipped samples are never yielded.
+        """
+        per_batch = self.train and self.component_per == "batch" and rng is not None
+        component: int | None = None
+        yielded = 0
         for raw in raws:
             key, url = str(raw.get("__key__")), str(raw.get("__url__"))
             sample_rng = rng if rng is not None else self._sample_rng(key)
@@ -183,7 +215,12 @@ class TokenStream(ShardStream):
                 tally.record(error)
                 continue
             tally.good()
-            masked = self.masking(values, sample_rng)
+            if per_batch:
+                assert rng is not None
+                if yielded % self.batch_size == 0:
+                    component = self.masking.pick(rng)
+                yielded += 1
+            masked = self.masking(values, sample_rng, component)
             masked["__key__"] = key
             yield masked
 
@@ -212,6 +249,14 @@ class TokenDataModule(LightningDataModule):
             train split's size.
         val_batch_size: batch size of validation; None means ``batch_size``.
         random_crop: pick one of the K pre-tokenized crops at random in training (else crop 0).
+        component_per: draw the mixture component per ``"sample"`` (4M's way) or per
+            ``"batch"`` in training: every sample of a batch then uses one component. The
+            decoder runs at the batch's largest target count, so with components per sample
+            nearly every batch pays for the longest one; per batch, a component with few
+            targets (caption -> semseg: 64 tokens against 256) makes a cheap batch. Validation
+            keeps per-sample components, so its loss compares across both settings. On the
+            quickstart's 4M, per batch took 1.22x the steps in the same time and scored worse
+            on every measure (docs/RESULTS.md, "Mixture components per batch").
         on_error: ``"skip"`` logs, counts and skips bad samples; ``"raise"`` stops at the first.
         seed: seed of shard resampling, shuffling, crop choice and masks.
         pin_memory: pin batches (GPU training).
@@ -231,6 +276,7 @@ class TokenDataModule(LightningDataModule):
         epoch_samples: int | None = None,
         val_batch_size: int | None = None,
         random_crop: bool = True,
+        component_per: ComponentPer = "sample",
         on_error: Literal["skip", "raise"] = "skip",
         seed: int = 0,
         pin_memory: bool = False,
@@ -250,6 +296,8 @@ class TokenDataModule(LightningDataModule):
         self.epoch_samples = epoch_samples
         self.val_batch_size = val_batch_size or batch_size
         self.random_crop = random_crop
+        check_component_per(component_per)
+        self.component_per: ComponentPer = component_per
         self.on_error: Literal["skip", "raise"] = on_error
         self.seed = seed
         self.pin_memory = pin_memory
@@ -345,6 +393,7 @@ class TokenDataModule(LightningDataModule):
             self._masking,
             batch_size,
             random_crop=self.random_crop,
+            component_per=self.component_per,
             train=train,
             shuffle_buffer=self.shuffle_buffer,
             batches_per_worker=batches_per_worker,

@@ -190,8 +190,47 @@ def _build(cls: type, value: Any, where: str) -> Any:
         raise ValueError(f"{where}: {error}") from None
 
 
+def merge_over(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` on top: mappings merge key by key, anything else is replaced.
+
+    Lists are replaced whole (a plan's ``tokenizers`` list, a ``scene`` range), so a derived plan
+    never gets a mix of two lists.
+    """
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_over(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_plan_mapping(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A plan file as one mapping, its ``base`` plan (if it names one) merged under it.
+
+    ``base`` is a plan path relative to the repository root (or absolute); a derived plan lists
+    only what differs, e.g. ``configs/quickstart/caption.yaml`` over ``full.yaml``.
+
+    Raises:
+        ValueError: the file is not a mapping, or the ``base`` chain loops or names no file.
+    """
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a quickstart plan is a mapping of stages")
+    if "base" not in raw:
+        return raw
+    base = Path(str(raw.pop("base")))
+    base = base if base.is_absolute() else ROOT / base
+    if base.resolve() in seen or base.resolve() == path.resolve():
+        raise ValueError(f"{path}: base {base} makes a loop of plans")
+    if not base.is_file():
+        raise ValueError(f"{path}: base names {base}, which is not a file")
+    return merge_over(read_plan_mapping(base, (*seen, path.resolve())), raw)
+
+
 def load_plan(path: str | Path) -> QuickstartPlan:
-    """Read a plan YAML (see ``configs/quickstart/*.yaml``).
+    """Read a plan YAML (see ``configs/quickstart/*.yaml``), over its ``base`` plan if it has one.
 
     Raises:
         FileNotFoundError: no such file.
@@ -199,9 +238,7 @@ def load_plan(path: str | Path) -> QuickstartPlan:
             message names the plan file and the key.
     """
     path = Path(path)
-    raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a quickstart plan is a mapping of stages")
+    raw = read_plan_mapping(path)
     optional = {"tokenizer_jobs", "precision"}
     sections = {f.name for f in dataclasses.fields(QuickstartPlan)} - optional
     if set(raw) - optional != sections:
@@ -293,6 +330,8 @@ __all__ = [
     "TextPlan",
     "TokenizerPlan",
     "load_plan",
+    "merge_over",
     "plan_dict",
+    "read_plan_mapping",
     "set_dotted",
 ]

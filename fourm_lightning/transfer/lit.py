@@ -197,7 +197,8 @@ class TransferModule(LightningModule):
         for group in groups:
             group["lr"] = hp.lr * group["lr_scale"]
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.999))
-        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 10**9
+        trainer = getattr(self, "_trainer", None)  # None: a module built without a Trainer
+        total = int(trainer.estimated_stepping_batches) if trainer is not None else 10**9
         if not math.isfinite(total) or total <= 0:
             total = 10**9
         schedule = CosineSchedule(hp.warmup_steps, total, hp.min_lr_ratio)

@@ -12,7 +12,13 @@ from fourm_lightning.cli import main
 from fourm_lightning.datamodules.masking import MixtureComponent
 from fourm_lightning.datamodules.tokens import TokenDataModule
 from fourm_lightning.models import FourM, ImageTokenDomain, TextDomain
-from fourm_lightning.pretraining import FourMPretraining, warmup_cosine
+from fourm_lightning.pretraining import (
+    CosineSchedule,
+    FourMPretraining,
+    StableDecaySchedule,
+    warmup_cosine,
+    warmup_stable_decay,
+)
 from fourm_lightning.tokenizers.loading import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,6 +138,42 @@ def test_datamodule_checks_domains_against_the_token_dataset(token_dataset):
         datamodule(not_kept).setup()
 
 
+@pytest.mark.parametrize("component_per", ["sample", "batch"])
+def test_mixture_component_per_sample_or_per_batch(token_dataset, component_per):
+    # Component "depth" targets only depth tokens, "rgb" only RGB tokens: a batch's target masks
+    # show which components its samples drew.
+    depth = ImageTokenDomain("tok_depth", vocab_size=64, grid=4)
+    rgb = ImageTokenDomain("tok_rgb", vocab_size=75, grid=4)
+    both = {"tok_depth": 1.0, "tok_rgb": 1.0}
+    mixture = [
+        MixtureComponent(both, {"tok_depth": 1.0}, name="depth"),
+        MixtureComponent(both, {"tok_rgb": 1.0}, name="rgb"),
+    ]
+    datamodule = TokenDataModule(
+        str(token_dataset), mixture, input_tokens=(4, 4), target_tokens=(4, 4),
+        domains=[depth, rgb], batch_size=4, num_workers=0, epoch_samples=48,
+        component_per=component_per,
+    )  # fmt: skip
+    datamodule.setup()
+    kinds = []
+    for batch in datamodule.train_dataloader():
+        targets_depth = batch["tok_depth"]["target_mask"].any(1)
+        targets_rgb = batch["tok_rgb"]["target_mask"].any(1)
+        assert torch.equal(targets_depth, ~targets_rgb)  # one component per sample
+        kinds.append(set(targets_depth.tolist()))
+    assert len(kinds) == 12
+    if component_per == "batch":
+        assert all(len(k) == 1 for k in kinds)
+        assert {True, False} == set().union(*kinds)  # both components were drawn
+    else:
+        assert any(len(k) == 2 for k in kinds)
+    # Validation keeps per-sample components (and its deterministic masks) either way.
+    val = next(iter(datamodule.val_dataloader()))
+    assert len(set(val["tok_depth"]["target_mask"].any(1).tolist())) == 2
+    with pytest.raises(ValueError, match="component_per must be 'sample' or 'batch'"):
+        TokenDataModule(str(token_dataset), mixture, component_per="epoch")
+
+
 def test_training_batch_missing_a_modality_is_an_error(fitted):
     cli, _ = fitted
     batch = val_batch(cli)
@@ -175,6 +217,34 @@ def test_no_decay_groups_and_schedule():
     assert warmup_cosine(0, 10, 100, 0.0) == pytest.approx(0.1)
     assert warmup_cosine(9, 10, 100, 0.0) == pytest.approx(1.0)
     assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_warmup_stable_decay_holds_the_peak_then_decays_linearly():
+    # 10 warmup steps, 100 after them; the last 20 decay.
+    assert warmup_stable_decay(0, 10, 110, 0.01, 0.2) == pytest.approx(0.1)
+    assert all(warmup_stable_decay(s, 10, 110, 0.01, 0.2) == 1.0 for s in range(9, 91))
+    assert warmup_stable_decay(100, 10, 110, 0.01, 0.2) == pytest.approx(0.505)
+    assert warmup_stable_decay(110, 10, 110, 0.01, 0.2) == pytest.approx(0.01)
+    assert warmup_stable_decay(500, 10, 110, 0.01, 0.2) == pytest.approx(0.01)
+    # More learning rate than the cosine over the same steps: ~0.9 of the steps against ~0.5.
+    wsd = sum(warmup_stable_decay(s, 10, 110, 0.0, 0.2) for s in range(110))
+    cosine = sum(warmup_cosine(s, 10, 110, 0.0) for s in range(110))
+    assert wsd == pytest.approx(5.5 + 80 + 10, abs=0.6) and cosine == pytest.approx(55.5, abs=0.6)
+
+
+def test_the_module_builds_the_named_schedule_and_refuses_unknown_ones():
+    domain = ImageTokenDomain("tok", vocab_size=8, grid=2)
+    small = {"dim": 16, "encoder_depth": 1, "decoder_depth": 1, "num_heads": 2}
+    for name, kind in (("cosine", CosineSchedule), ("wsd", StableDecaySchedule)):
+        module = FourMPretraining([domain], **small, lr_schedule=name, cooldown=0.3)
+        scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+        schedule = scheduler.lr_lambdas[0]  # one per parameter group, the same object
+        assert isinstance(schedule, kind)
+        assert getattr(schedule, "cooldown", 0.3) == 0.3
+    with pytest.raises(ValueError, match="lr_schedule must be 'cosine' or 'wsd'"):
+        FourMPretraining([domain], **small, lr_schedule="linear")
+    with pytest.raises(ValueError, match=r"cooldown must be in \(0, 1\]"):
+        FourMPretraining([domain], **small, lr_schedule="wsd", cooldown=0.0)
 
 
 def test_experiment_config_parses_with_every_builtin_domain():

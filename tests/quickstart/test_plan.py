@@ -1,12 +1,20 @@
-"""The quickstart plan files: both shipped plans load, and bad plans fail naming file and key."""
+"""The quickstart plan files: the shipped plans load, and bad plans fail naming file and key."""
 
 import pytest
 import yaml
 
-from fourm_lightning.quickstart.plan import ROOT, duration, load_plan, seconds, set_dotted
+from fourm_lightning.quickstart.plan import (
+    ROOT,
+    duration,
+    load_plan,
+    merge_over,
+    plan_dict,
+    seconds,
+    set_dotted,
+)
 
 
-@pytest.mark.parametrize("name", ["full", "tiny"])
+@pytest.mark.parametrize("name", ["full", "tiny", "caption"])
 def test_shipped_plans_load_and_cover_every_tokenized_domain(name):
     plan = load_plan(ROOT / "configs" / "quickstart" / f"{name}.yaml")
     pretrain = yaml.safe_load((ROOT / plan.pretrain.config).read_text())
@@ -28,7 +36,7 @@ def test_the_tiny_plan_has_the_same_stages_and_configs_as_the_full_one():
     assert sum(t.max_steps for t in tiny.tokenizers) < sum(t.max_steps for t in full.tokenizers)
 
 
-@pytest.mark.parametrize("name", ["full", "tiny"])
+@pytest.mark.parametrize("name", ["full", "tiny", "caption"])
 def test_every_override_of_the_shipped_plans_names_a_key_of_its_config(name):
     # set_dotted refuses new keys; without this a typo or a key the experiment config does not
     # list fails only when the quickstart reaches that stage, minutes into the run.
@@ -42,6 +50,54 @@ def test_every_override_of_the_shipped_plans_names_a_key_of_its_config(name):
             set_dotted(target, key, value)
             checked += 1
     assert checked >= 5  # the plans override the map quantizers and the 4M's size
+
+
+def test_the_caption_plan_is_the_full_plan_with_a_few_changes():
+    full = plan_dict(load_plan(ROOT / "configs/quickstart/full.yaml"))
+    caption = plan_dict(load_plan(ROOT / "configs/quickstart/caption.yaml"))
+    assert caption["dataset"]["scene"] == {
+        "max_objects": 3, "camera_distance": [2.2, 3.5], "object_area": 1.2,
+    }  # fmt: skip
+    assert caption["pretrain"]["mixture"] == "configs/mixture/quickstart_caption_weighted.yaml"
+    assert seconds(caption["pretrain"]["max_time"]) > seconds(full["pretrain"]["max_time"])
+    # The pretraining overrides are a mapping: the plan's one joins full.yaml's.
+    overrides = caption["pretrain"].pop("overrides")
+    assert overrides == {**full["pretrain"].pop("overrides"), "model.init_args.lr_schedule": "wsd"}
+    # Everything else is full.yaml's.
+    for section in ("dataset", "pretrain", "generation"):
+        for key in ("scene", "mixture", "max_time", "end_by", "max_steps", "caption_samples"):
+            caption[section].pop(key, None), full[section].pop(key, None)
+    assert caption == full
+
+
+def test_a_base_plan_is_merged_under_the_derived_one(tmp_path):
+    base = _write(tmp_path, lambda raw: None)
+    derived = tmp_path / "derived.yaml"
+    rgb = {"modality": "rgb", "config": "configs/experiment/tok_rgb_synth.yaml", "max_steps": 3}
+    changes = {
+        "base": str(base),
+        "pretrain": {"overrides": {"model.init_args.lr": 0.5}},
+        "tokenizers": [{**rgb, "warmup_steps": 1}],
+    }
+    derived.write_text(yaml.safe_dump(changes))
+    plan, tiny = load_plan(derived), load_plan(base)
+    # Mappings merge key by key: the new override joins the base plan's.
+    assert plan.pretrain.overrides == {**tiny.pretrain.overrides, "model.init_args.lr": 0.5}
+    assert plan.pretrain.max_steps == tiny.pretrain.max_steps
+    # Lists are replaced whole.
+    assert [t.modality for t in plan.tokenizers] == ["rgb"]
+    assert merge_over({"a": {"b": 1, "c": [1, 2]}}, {"a": {"c": [3]}}) == {"a": {"b": 1, "c": [3]}}
+
+
+def test_a_base_that_is_missing_or_loops_is_named(tmp_path):
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text(yaml.safe_dump({"base": str(tmp_path / "nope.yaml")}))
+    with pytest.raises(ValueError, match=r"first\.yaml: base names .*nope\.yaml, which is not a"):
+        load_plan(first)
+    first.write_text(yaml.safe_dump({"base": str(second)}))
+    second.write_text(yaml.safe_dump({"base": str(first)}))
+    with pytest.raises(ValueError, match="makes a loop of plans"):
+        load_plan(first)
 
 
 def _write(tmp_path, change):
