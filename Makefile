@@ -30,8 +30,8 @@ venv: $(STAMP)
 quickstart: venv
 	$(BIN)/fourm-lightning quickstart --out runs/quickstart $(ARGS)
 
-# The quickstart made for caption -> RGB: bigger objects, the caption-weighted mixture and twice
-# the 4M time (about 48 minutes on 2 cores; configs/quickstart/caption.yaml).
+# The quickstart made for caption -> RGB: bigger objects, the caption-weighted mixture, twice
+# the 4M time and the WSD schedule (about 46 minutes on 2 cores; configs/quickstart/caption.yaml).
 quickstart-caption: venv
 	$(BIN)/fourm-lightning quickstart --plan configs/quickstart/caption.yaml --out runs/caption $(ARGS)
 

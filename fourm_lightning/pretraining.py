@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from lightning.pytorch import LightningModule
@@ -155,7 +155,7 @@ class FourMPretraining(LightningModule):
         check_tokenizers: bool = True,
     ) -> None:
         super().__init__()
-        if lr_schedule not in ("cosine", "wsd"):
+        if lr_schedule not in get_args(LRSchedule):
             raise ValueError(f"lr_schedule must be 'cosine' or 'wsd', got {lr_schedule!r}")
         if not 0.0 < cooldown <= 1.0:
             raise ValueError(f"cooldown must be in (0, 1], got {cooldown}")
@@ -282,7 +282,7 @@ class FourMPretraining(LightningModule):
             total = 10**9
         hp = self.hparams
         schedule: CosineSchedule | StableDecaySchedule
-        if hp.get("lr_schedule", "cosine") == "wsd":
+        if hp.lr_schedule == "wsd":
             schedule = StableDecaySchedule(hp.warmup_steps, total, hp.min_lr_ratio, hp.cooldown)
         else:
             schedule = CosineSchedule(hp.warmup_steps, total, hp.min_lr_ratio)

@@ -19,7 +19,7 @@ import math
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ ComponentPer = Literal["sample", "batch"]
 
 def check_component_per(value: str) -> None:
     """Raise ``ValueError`` unless ``value`` is a ``ComponentPer``."""
-    if value not in ("sample", "batch"):
+    if value not in get_args(ComponentPer):
         raise ValueError(f"component_per must be 'sample' or 'batch', got {value!r}")
 
 

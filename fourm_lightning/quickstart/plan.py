@@ -222,11 +222,12 @@ def read_plan_mapping(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str
         return raw
     base = Path(str(raw.pop("base")))
     base = base if base.is_absolute() else ROOT / base
-    if base.resolve() in seen or base.resolve() == path.resolve():
+    chain = (*seen, path.resolve())
+    if base.resolve() in chain:
         raise ValueError(f"{path}: base {base} makes a loop of plans")
     if not base.is_file():
         raise ValueError(f"{path}: base names {base}, which is not a file")
-    return merge_over(read_plan_mapping(base, (*seen, path.resolve())), raw)
+    return merge_over(read_plan_mapping(base, chain), raw)
 
 
 def load_plan(path: str | Path) -> QuickstartPlan:
