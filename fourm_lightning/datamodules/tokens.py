@@ -261,6 +261,10 @@ class TokenDataModule(LightningDataModule):
         seed: seed of shard resampling, shuffling, crop choice and masks.
         pin_memory: pin batches (GPU training).
         persistent_workers: keep workers between epochs.
+        shard_cache_mb: each training worker keeps up to this many MiB of raw token shards in
+            memory (``stream.ShardCache``), so a dataset that fits is read and parsed once per
+            worker instead of once per pass. Memory: up to workers x ranks x this. 0 (the
+            default) reads every shard from disk each time.
     """
 
     def __init__(
@@ -281,8 +285,11 @@ class TokenDataModule(LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        shard_cache_mb: int = 0,
     ) -> None:
         super().__init__()
+        if shard_cache_mb < 0:
+            raise ValueError(f"shard_cache_mb must be >= 0, got {shard_cache_mb}")
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
             raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {val_batch_size}")
         self.data_dir = Path(data_dir)
@@ -302,6 +309,7 @@ class TokenDataModule(LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.shard_cache_mb = shard_cache_mb
         self._manifest: TokenManifest | None = None
         self._masking: MultimodalMasking | None = None
         if self.domains is not None:
@@ -401,6 +409,7 @@ class TokenDataModule(LightningDataModule):
             num_workers=self.num_workers,
             on_error=self.on_error,
             seed=self.seed,
+            cache_bytes=self.shard_cache_mb * 2**20 if train else 0,
         )
 
     def _loader(self, split: str, train: bool) -> EpochDataLoader:

@@ -2,12 +2,14 @@
 
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from fourm_lightning.datamodules.multimodal import MultimodalDataModule, SynthesizeConfig
 from fourm_lightning.datamodules.shards import read_manifest, sample_key
+from fourm_lightning.datamodules.stream import ErrorTally, ShardCache, read_shards
 from fourm_lightning.modalities import DataError, DepthMap, builtin_modalities
 
 ALL = [spec.name for spec in builtin_modalities()]
@@ -310,3 +312,47 @@ def test_ranks_split_validation_and_draw_different_training_shards(tiny_dataset)
         stream.node = (rank, 2)
         firsts.append([k for batch in stream for k in batch["__key__"]])
     assert firsts[0] != firsts[1]
+
+
+def _read(urls, cache, expected=None):
+    tally = ErrorTally("skip")
+    raws = list(read_shards([{"url": u} for u in urls], tally, expected, cache))
+    return raws, tally
+
+
+def test_shard_cache_serves_whole_shards_from_memory(tiny_dataset, tmp_path):
+    root = _copy(tiny_dataset, tmp_path)
+    urls = [str(p) for p in read_manifest(root).shard_paths("val")]
+    cache = ShardCache(max_bytes=2**30)
+    first, tally = _read(urls, cache)
+    assert len(first) == TINY_VAL and tally.total == 0 and set(cache.shards) == set(urls)
+    assert cache.bytes == sum(len(v) for r in first for v in r.values() if isinstance(v, bytes))
+    for url in urls:  # the files are gone: a second pass can only come from memory
+        Path(url).unlink()
+    again, tally = _read(urls, cache)
+    assert tally.total == 0
+    assert [r["__key__"] for r in again] == [r["__key__"] for r in first]
+    assert all(a["rgb.png"] == b["rgb.png"] for a, b in zip(again, first, strict=True))
+
+
+def test_shard_cache_keeps_to_its_budget_and_skips_bad_shards(tiny_dataset, tmp_path):
+    root = _copy(tiny_dataset, tmp_path)
+    manifest = read_manifest(root)
+    urls = [str(p) for p in manifest.shard_paths("val")]
+    sizes = dict(zip(urls, [s.num_samples for s in manifest.splits["val"]], strict=True))
+    one, _ = _read(urls[:1], ShardCache(2**30))
+    first_size = sum(len(v) for r in one for v in r.values() if isinstance(v, bytes))
+    # Room for the first shard only: the second is read from disk on every pass.
+    cache = ShardCache(max_bytes=first_size)
+    _read(urls, cache)
+    assert list(cache.shards) == urls[:1] and cache.bytes == first_size
+    # A truncated shard is not kept, so its shortfall is reported again on every pass.
+    data = Path(urls[1]).read_bytes()
+    Path(urls[1]).write_bytes(data[: len(data) // 2])
+    cache = ShardCache(max_bytes=2**30)
+    for _ in range(2):
+        raws, tally = _read(urls, cache, sizes)
+        assert tally.total == TINY_VAL - len(raws) > 0
+    assert list(cache.shards) == urls[:1]
+    with pytest.raises(ValueError, match="max_bytes must be >= 0"):
+        ShardCache(-1)

@@ -174,6 +174,37 @@ def test_mixture_component_per_sample_or_per_batch(token_dataset, component_per)
         TokenDataModule(str(token_dataset), mixture, component_per="epoch")
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_shard_cache_leaves_the_training_batches_unchanged(token_dataset, num_workers):
+    depth = ImageTokenDomain("tok_depth", vocab_size=64, grid=4)
+    mixture = [MixtureComponent({"tok_depth": 1.0}, {"tok_depth": 1.0})]
+
+    def batches(cache_mb):
+        datamodule = TokenDataModule(
+            str(token_dataset), mixture, input_tokens=(4, 4), target_tokens=(4, 4),
+            domains=[depth], batch_size=4, num_workers=num_workers, epoch_samples=96,
+            shard_cache_mb=cache_mb,
+        )  # fmt: skip
+        datamodule.setup()
+        loader = datamodule.train_dataloader()
+        assert loader.dataset.cache_bytes == cache_mb * 2**20
+        out = list(loader)
+        if num_workers == 0 and cache_mb:  # in this process: the cache holds the split
+            assert loader.dataset._cache.bytes > 0 and len(loader.dataset._cache.shards) >= 1
+        return out
+
+    # 96 samples per epoch from a smaller train split: every worker reads some shards again,
+    # and those come from its cache.
+    plain, cached = batches(0), batches(16)
+    assert len(plain) == len(cached) == 24
+    for a, b in zip(plain, cached, strict=True):
+        assert a["__key__"] == b["__key__"]
+        for key in ("tensor", "input_mask", "target_mask"):
+            assert torch.equal(a["tok_depth"][key], b["tok_depth"][key])
+    with pytest.raises(ValueError, match="shard_cache_mb must be >= 0"):
+        TokenDataModule(str(token_dataset), mixture, shard_cache_mb=-1)
+
+
 def test_training_batch_missing_a_modality_is_an_error(fitted):
     cli, _ = fitted
     batch = val_batch(cli)
