@@ -343,11 +343,9 @@ class ShardStream(IterableDataset):
         self.num_workers = num_workers
         self.on_error: OnError = on_error
         self.seed = seed
-        if cache_bytes < 0:
-            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
         self.cache_bytes = cache_bytes
-        # Made in the process that iterates (each worker its own); kept across its iterations.
-        self._cache: ShardCache | None = None
+        # Empty here; every worker fills its own copy and keeps it across its iterations.
+        self._cache = ShardCache(cache_bytes) if cache_bytes else None
         #: Bumped by ``EpochDataLoader`` in the main process before each epoch (fresh workers get
         #: a copy of this object, so the epoch must live here for their seeds to change).
         self.epoch = 0
@@ -385,8 +383,6 @@ class ShardStream(IterableDataset):
             shards: Iterable[Mapping[str, Any]] = wds.ResampledShards(
                 self.urls, seed=seed, deterministic=True
             )
-            if self.cache_bytes and self._cache is None:
-                self._cache = ShardCache(self.cache_bytes)
             raws: Iterable[Mapping[str, Any]] = read_shards(
                 shards, tally, self._expected(), self._cache
             )
