@@ -36,7 +36,7 @@ def quickstart(
     from fourm_lightning.quickstart import report, stages
     from fourm_lightning.quickstart.plan import load_plan
     from fourm_lightning.quickstart.precision import resolve_precision
-    from fourm_lightning.quickstart.record import StageBook, StageRecord
+    from fourm_lightning.quickstart.record import StageBook, StageRecord, reused_seconds
 
     if plan is not None and tiny:
         raise ValueError("give --plan or --tiny, not both")
@@ -116,7 +116,9 @@ def quickstart(
             run_dir,
             book,
             choice.precision,
-            elapsed=time.monotonic() - started,
+            # Stages reused from an earlier run count at the wall time they took then: a
+            # resumed run gets the 4M time a run in one go would have had, not all of it.
+            elapsed=reused_seconds(records.values()) + time.monotonic() - started,
         ),
     )
     begin("generation: RGB to all, caption to RGB")

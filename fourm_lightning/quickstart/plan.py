@@ -125,8 +125,9 @@ class PretrainPlan:
     #: A masking-mixture YAML list (``configs/mixture/*.yaml``) replacing the config's mixture.
     mixture: str | None = None
     steps_from_time: bool = False
-    #: Run-relative deadline (``DD:HH:MM:SS`` since the quickstart command started): the 4M's
-    #: ``max_time`` shrinks so that it ends by then, on a machine slower than the budget's.
+    #: Run-relative deadline (``DD:HH:MM:SS`` since the quickstart command started, plus the
+    #: recorded wall time of the stages it reused from an earlier run): the 4M's ``max_time``
+    #: shrinks so that it ends by then, on a machine slower than the budget's.
     end_by: str | None = None
 
 

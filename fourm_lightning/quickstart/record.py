@@ -160,4 +160,13 @@ def wall_seconds(records: Iterable[StageRecord]) -> float:
     return total
 
 
-__all__ = ["StageBook", "StageRecord", "fingerprint", "wall_seconds"]
+def reused_seconds(records: Iterable[StageRecord]) -> float:
+    """Wall time, in the runs that made them, of the records this run reused (skipped).
+
+    A resumed quickstart adds it to its own clock, so ``pretrain.end_by`` bounds the whole
+    pipeline's time and not only what is left of it after a stop.
+    """
+    return wall_seconds(record for record in records if record.skipped)
+
+
+__all__ = ["StageBook", "StageRecord", "fingerprint", "reused_seconds", "wall_seconds"]

@@ -356,6 +356,8 @@ def fourm_config(
 def pretrain_time_limit(plan: PretrainPlan, elapsed: float) -> str:
     """The 4M's ``max_time`` when the quickstart has run ``elapsed`` seconds.
 
+    ``elapsed`` includes the recorded wall time of the stages reused from an earlier run.
+
     ``plan.max_time``, cut to what is left before ``plan.end_by`` on a machine slower than the
     plan's, but never below a tenth of ``plan.max_time`` (a model that trains at all).
     """

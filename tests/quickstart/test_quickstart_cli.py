@@ -11,6 +11,7 @@ import yaml
 
 from fourm_lightning.cli import main
 from fourm_lightning.quickstart.plan import ROOT, duration, load_plan, seconds
+from fourm_lightning.quickstart.record import StageRecord, wall_seconds
 
 SMALL_DATA = {"data.init_args.batch_size": 4, "data.init_args.num_workers": 0}
 
@@ -162,6 +163,29 @@ def test_an_edited_mixture_file_reruns_pretraining_and_what_follows(finished, ca
         assert f"] {stage}: " in printed and f"] {stage}: skipped" not in printed
     fourm = yaml.safe_load((out / "configs/fourm.yaml").read_text())
     assert fourm["data"]["init_args"]["mixture"][0]["weight"] == 2.0
+
+
+def test_a_resumed_run_counts_the_reused_stages_against_the_deadline(finished, capsys, tmp_path):
+    plan, out = finished
+    raw = yaml.safe_load(plan.read_text())
+    # A 1-hour 4M that must end 10 minutes into the run: only the deadline decides its limit.
+    raw["pretrain"].update(max_time="00:01:00:00", end_by="00:00:10:00")
+    edited_plan = tmp_path / "plan.yaml"
+    edited_plan.write_text(yaml.safe_dump(raw))
+    printed = run(edited_plan, out, capsys)
+    assert printed.count("skipped: valid output exists") == 10  # all but 4M and what follows
+    earlier = ["dataset", "tok_text", "pretokenize"] + [
+        p.stem for p in (out / "stages").glob("tok_*.json") if p.stem != "tok_text"
+    ]
+    stored = [json.loads((out / f"stages/{name}.json").read_text()) for name in earlier]
+    reused = wall_seconds(
+        StageRecord(r["name"], r["fingerprint"], started=r["started"], made=r["made"])
+        for r in stored
+    )
+    assert reused > 5  # the micro run's dataset and tokenizers take longer than that
+    limit = seconds(yaml.safe_load((out / "configs/fourm.yaml").read_text())["trainer"]["max_time"])
+    # What the first run's stages took comes off the 10 minutes, plus this run's own seconds.
+    assert 600 - reused - 60 <= limit <= 600 - reused
 
 
 def test_plan_and_tiny_together_are_refused(tmp_path):

@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from fourm_lightning.quickstart.record import StageBook, StageRecord, fingerprint, wall_seconds
+from fourm_lightning.quickstart.record import (
+    StageBook,
+    StageRecord,
+    fingerprint,
+    reused_seconds,
+    wall_seconds,
+)
 
 
 def test_fingerprint_ignores_key_order_and_sees_values():
@@ -83,3 +89,18 @@ def test_a_stage_run_records_its_start_and_end(tmp_path):
     stored = book.valid("train", {"steps": 1})
     assert stored is not None and stored.started == record.started and stored.started
     assert wall_seconds([stored]) == pytest.approx(record.seconds, abs=0.01)
+
+
+def test_reused_seconds_counts_only_the_stages_this_run_skipped(tmp_path):
+    book = StageBook(tmp_path)
+    stamp = "2026-11-23T10:00:{:02d}+00:00"
+    book.save(
+        StageRecord(
+            "data", fingerprint(None), seconds=30.0, started=stamp.format(0), made=stamp.format(30)
+        )
+    )
+    reused = book.valid("data", None)
+    assert reused is not None and reused.skipped
+    ran = StageRecord("train", "fp", seconds=7.0, started=stamp.format(40), made=stamp.format(47))
+    assert reused_seconds([reused, ran]) == pytest.approx(30.0)
+    assert reused_seconds([ran]) == 0.0
