@@ -279,6 +279,26 @@ def test_the_module_builds_the_named_schedule_and_refuses_unknown_ones():
         FourMPretraining([domain], **small, lr_schedule="wsd", cooldown=0.0)
 
 
+@pytest.mark.parametrize(
+    ("precision", "clip", "fused"),
+    [("32-true", 1.0, True), ("bf16-mixed", 1.0, False), ("bf16-mixed", None, True)],
+)
+def test_fused_adamw_unless_lightning_would_refuse_clipping(precision, clip, fused):
+    # Lightning's MixedPrecision refuses to clip a fused optimizer's gradients; float32 does not.
+    from lightning.pytorch import Trainer
+
+    module = FourMPretraining(
+        [ImageTokenDomain("tok", vocab_size=8, grid=2)], dim=16, encoder_depth=1,
+        decoder_depth=1, num_heads=2,
+    )  # fmt: skip
+    module.trainer = Trainer(
+        accelerator="cpu", precision=precision, gradient_clip_val=clip, logger=False
+    )
+    assert module.use_fused_adamw() is fused
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert all(group["fused"] is fused for group in optimizer.param_groups)
+
+
 def test_experiment_config_parses_with_every_builtin_domain():
     from fourm_lightning.cli import lightning_cli
 
