@@ -129,6 +129,9 @@ class FourMPretraining(LightningModule):
         cooldown: share of the steps after warmup that ``"wsd"`` decays over.
         check_tokenizers: at construction, check every domain's tokenizer vocabulary and record
             its hash (tokenizers missing on this machine are skipped, their records kept).
+        length_groups: run each batch as up to this many sub-batches of samples with similar
+            target counts (``FourM.forward``): the same loss and gradients with less decoder
+            padding when a mixture mixes short and long target budgets. 1 = one pass.
     """
 
     def __init__(
@@ -154,8 +157,11 @@ class FourMPretraining(LightningModule):
         lr_schedule: LRSchedule = "cosine",
         cooldown: float = 0.2,
         check_tokenizers: bool = True,
+        length_groups: int = 1,
     ) -> None:
         super().__init__()
+        if length_groups < 1:
+            raise ValueError(f"length_groups must be at least 1, got {length_groups}")
         if lr_schedule not in get_args(LRSchedule):
             raise ValueError(f"lr_schedule must be 'cosine' or 'wsd', got {lr_schedule!r}")
         if not 0.0 < cooldown <= 1.0:
@@ -223,7 +229,7 @@ class FourMPretraining(LightningModule):
 
     def _shared_step(self, batch: Mapping[str, Any], stage: str) -> FourMOutput:
         self._check_batch(batch)
-        out = self.model(batch)
+        out = self.model(batch, length_groups=self.hparams.length_groups)
         size = len(batch.get("__key__", ())) or None
         on_step = stage == "train"
         self.log(f"{stage}/loss", out.loss, prog_bar=True, batch_size=size, sync_dist=not on_step)

@@ -461,36 +461,67 @@ class FourM(nn.Module):
 
     # -- training forward -----------------------------------------------------------------------
 
-    def forward(self, batch: Mapping[str, Mapping[str, Tensor]]) -> FourMOutput:
+    def forward(
+        self, batch: Mapping[str, Mapping[str, Tensor]], length_groups: int = 1
+    ) -> FourMOutput:
         """Masked-modeling loss of a batch (see the module docstring).
+
+        Args:
+            batch: the batch.
+            length_groups: run the batch as up to this many sub-batches of samples with similar
+                target counts (``split_by_length``). The decoder pads every sample to the
+                batch's largest target count; in a mixture where some samples have 64 targets
+                and others 256, most of its work is padding. The loss and its gradients are
+                the same as in one pass (every domain's cross-entropy is summed over the
+                sub-batches before it is averaged).
 
         Returns:
             ``FourMOutput``: the loss averaged over domains with targets, and per-domain
             losses and accuracies.
         """
-        encoded = self.encode(batch)
-        dec = self.decoder_inputs(batch)
-        hidden = self.decode(encoded, dec)
+        parts = [batch]
+        if length_groups > 1:
+            groups = split_by_length(self.target_counts(batch), length_groups)
+            if len(groups) > 1:
+                parts = [select_samples(batch, index) for index in groups]
+        # Per target domain: summed cross-entropy, right argmaxes, target count.
+        sums: dict[str, list[Tensor]] = {}
+        correct: dict[str, Tensor] = {}
+        number: dict[str, int] = {}
+        for part in parts:
+            encoded = self.encode(part)
+            dec = self.decoder_inputs(part)
+            hidden = self.decode(encoded, dec)
+            for i, name in enumerate(self.decoder_embeddings):
+                if name not in part:
+                    continue
+                select = dec["domain"] == i
+                # A head with no targets still runs on zero rows so every parameter takes part
+                # in the graph (DDP needs it) while adding exactly 0.
+                logits = self.logits(name, hidden[select]).float()
+                targets = dec["targets"][select]
+                sums.setdefault(name, []).append(
+                    F.cross_entropy(logits, targets, reduction="sum")
+                    if targets.numel()
+                    else logits.sum() * 0.0
+                )
+                hits = (logits.argmax(-1) == targets).sum().detach()
+                correct[name] = correct[name] + hits if name in correct else hits
+                number[name] = number.get(name, 0) + int(targets.numel())
         losses: dict[str, DomainLoss] = {}
         present, zeros = [], []
-        for i, name in enumerate(self.decoder_embeddings):
-            if name not in batch:
-                continue
-            select = dec["domain"] == i
-            # A head with no targets still runs on zero rows so every parameter takes part in
-            # the graph (DDP needs it) while adding exactly 0.
-            logits = self.logits(name, hidden[select]).float()
-            targets = dec["targets"][select]
-            count = int(targets.numel())
+        for name, parts_sum in sums.items():
+            total_ce = torch.stack(parts_sum).sum()
+            count = number[name]
             if count:
-                loss = F.cross_entropy(logits, targets)
-                accuracy = (logits.argmax(-1) == targets).float().mean()
+                loss = total_ce / count
+                accuracy = correct[name].float() / count
                 present.append(loss)
             else:
-                loss = logits.sum() * 0.0
+                loss = total_ce  # an exact 0 that keeps the head in the graph
                 zeros.append(loss)
-                accuracy = torch.tensor(float("nan"), device=logits.device)
-            losses[name] = DomainLoss(loss, accuracy.detach(), count)
+                accuracy = torch.tensor(float("nan"), device=loss.device)
+            losses[name] = DomainLoss(loss, accuracy, count)
         # Domains without targets add exact zeros that keep their heads in the graph.
         total = torch.stack(present).mean() if present else self.mask_token.sum() * 0.0
         for zero in zeros:
@@ -501,5 +532,87 @@ class FourM(nn.Module):
                 total = total + 0.0 * self.decoder_embeddings[name].head.weight.sum()
         return FourMOutput(total, losses)
 
+    def target_counts(self, batch: Mapping[str, Mapping[str, Tensor]]) -> Tensor:
+        """Decoder targets per sample, summed over the target domains in ``batch``: (B,) long."""
+        counts = [
+            batch[name]["target_mask"].reshape(batch[name]["target_mask"].shape[0], -1).sum(1)
+            for name in self.decoder_embeddings
+            if name in batch
+        ]
+        if not counts:
+            raise ValueError(f"the batch holds no target domain of {list(self.decoder_embeddings)}")
+        return torch.stack(counts).sum(0)
 
-__all__ = ["DecoderCache", "DomainLoss", "Encoded", "FourM", "FourMOutput", "gather_valid"]
+
+def split_by_length(counts: Tensor, max_groups: int, min_saving: float = 0.1) -> list[Tensor]:
+    """Group samples of similar length so that padding each group to its longest costs least.
+
+    Samples are sorted by ``counts`` and cut into at most ``max_groups`` runs; the cuts minimise
+    the padded length summed over samples (each group's size times its longest count), found
+    exactly by dynamic programming over the sorted order (O(groups x B^2), B a batch). Every
+    group is one more pass through the model, so a further cut is only made when it shortens
+    the padded length by at least ``min_saving`` of what fewer groups leave.
+
+    Args:
+        counts: (B,) lengths, e.g. decoder targets per sample.
+        max_groups: the most groups to return (1 returns the whole batch).
+        min_saving: the least relative saving an extra group must bring (0: always cut).
+
+    Returns:
+        sample indices of each group, (B_g,) long tensors that together cover ``range(B)``,
+        shortest first.
+    """
+    if max_groups < 1:
+        raise ValueError(f"max_groups must be at least 1, got {max_groups}")
+    order = torch.argsort(counts.detach().cpu(), stable=True)
+    lengths = counts.detach().cpu()[order].tolist()
+    n = len(lengths)
+    most = min(max_groups, n)
+    # best[g][j]: least padded length of the first j sorted samples in g groups; sorted, so a
+    # group's longest sample is its last.
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(most + 1)]
+    cut = [[0] * (n + 1) for _ in range(most + 1)]
+    best[0][0] = 0.0
+    for g in range(1, most + 1):
+        for j in range(1, n + 1):
+            for i in range(g - 1, j):
+                cost = best[g - 1][i] + (j - i) * lengths[j - 1]
+                if cost < best[g][j]:
+                    best[g][j], cut[g][j] = cost, i
+    groups = 1
+    for g in range(2, most + 1):
+        if best[g][n] <= best[groups][n] * (1.0 - min_saving) and best[g][n] < best[groups][n]:
+            groups = g
+    bounds, j = [], n
+    for g in range(groups, 0, -1):
+        bounds.append((cut[g][j], j))
+        j = cut[g][j]
+    return [order[i:j] for i, j in reversed(bounds)]
+
+
+def select_samples(batch: Mapping[str, Any], index: Tensor) -> dict[str, Any]:
+    """The samples ``index`` (B_g,) of a batch: every domain's tensors indexed on dim 0.
+
+    Entries whose names start with ``__`` (keys, counters) are not model inputs and are dropped.
+    """
+    out: dict[str, Any] = {}
+    for name, entry in batch.items():
+        if name.startswith("__"):
+            continue
+        out[name] = {
+            k: v[index.to(v.device)] if isinstance(v, Tensor) else v for k, v in entry.items()
+        }
+    return out
+
+
+__all__ = [
+    "DecoderCache",
+    "DomainLoss",
+    "Encoded",
+    "FourM",
+    "FourMOutput",
+    "gather_valid",
+    "select_samples",
+    "split_by_length",
+]

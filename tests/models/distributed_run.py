@@ -4,7 +4,7 @@ Run by tests/models/test_distributed.py in a subprocess (Lightning's "ddp" and
 ``ModelParallelStrategy`` launchers re-run the current command for rank 1, which must not be
 pytest itself)::
 
-    python tests/models/distributed_run.py {single,ddp,fsdp} OUT_DIR
+    python tests/models/distributed_run.py {single,ddp,fsdp} OUT_DIR [LENGTH_GROUPS]
 
 Every rank writes ``OUT_DIR/rank<r>.json``: its step-0 loss, the global batch keys it saw, and
 whether its block weights are sharded (the local shard's share of the full tensor). Rank 0 also
@@ -35,9 +35,12 @@ DOMAINS = [
 
 
 class FixedSamples(Dataset):
-    """GLOBAL_BATCH masked samples with the same budgets per domain in every sample.
+    """GLOBAL_BATCH masked samples: two short (3 targets a domain) and two long ones (all
+    but one token).
 
-    Equal per-domain target counts make the mean of per-rank losses equal to the global loss.
+    Each rank gets one of each (samples r and r + 2), so both ranks hold the same per-domain
+    target counts and the mean of their losses equals the global loss; within a rank the
+    lengths differ, so ``length_groups=2`` really runs two passes.
     """
 
     def __init__(self) -> None:
@@ -50,7 +53,8 @@ class FixedSamples(Dataset):
                     value = rng.normal(size=(3, 16, 16)).astype(np.float32)
                 else:
                     value = rng.integers(0, domain.vocab_size, size=domain.max_tokens)
-                n_tgt = 3 if domain.has_target else 0
+                n_tgt = 3 if i < GLOBAL_BATCH // 2 else domain.max_tokens - 1
+                n_tgt = n_tgt if domain.has_target else 0
                 sample[domain.name] = domain.mask(value, 1, n_tgt, rng)
             self.samples.append(sample)
 
@@ -99,13 +103,14 @@ class Record(Callback):
             torch.save(full, self.out / "weights.pt")
 
 
-def main(mode: str, out: Path) -> None:
+def main(mode: str, out: Path, length_groups: int = 1) -> None:
     """Train one step in ``mode`` (single, ddp or fsdp) and write the records to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
     module = SGDPretraining(
-        DOMAINS, dim=32, encoder_depth=2, decoder_depth=2, num_heads=2, attention="sdpa"
-    )
+        DOMAINS, dim=32, encoder_depth=2, decoder_depth=2, num_heads=2, attention="sdpa",
+        length_groups=length_groups,
+    )  # fmt: skip
     if mode == "single":
         strategy, devices, batch = "auto", 1, GLOBAL_BATCH
     elif mode == "ddp":
@@ -131,4 +136,4 @@ def main(mode: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(sys.argv[1], Path(sys.argv[2]), *(int(a) for a in sys.argv[3:]))

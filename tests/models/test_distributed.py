@@ -3,7 +3,9 @@
 Each case runs ``distributed_run.py`` in a subprocess (Lightning re-launches the running command
 for rank 1, which must not be pytest). A fixed global batch of 4 samples with equal per-domain
 target counts is split 2 + 2 across ranks; the mean of the ranks' losses must equal the loss of
-one process on all 4, and one optimizer step must leave the same weights.
+one process on all 4, and one optimizer step must leave the same weights. With
+``length_groups=2`` each rank runs its short and its long sample as two passes, and must still
+match the single process's one pass.
 """
 
 import json
@@ -17,9 +19,9 @@ import torch
 SCRIPT = Path(__file__).with_name("distributed_run.py")
 
 
-def run(mode: str, out: Path) -> tuple[list[dict], dict]:
+def run(mode: str, out: Path, length_groups: int = 1) -> tuple[list[dict], dict]:
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), mode, str(out)],
+        [sys.executable, str(SCRIPT), mode, str(out), str(length_groups)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -35,10 +37,10 @@ def single(tmp_path_factory):
     return run("single", tmp_path_factory.mktemp("single") / "out")
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_match_one_process(mode, single, tmp_path):
+@pytest.mark.parametrize(("mode", "length_groups"), [("ddp", 1), ("fsdp", 1), ("fsdp", 2)])
+def test_two_processes_match_one_process(mode, length_groups, single, tmp_path):
     (reference,), weights = single
-    records, distributed = run(mode, tmp_path / "out")
+    records, distributed = run(mode, tmp_path / "out", length_groups)
     assert len(records) == 2
     # The ranks saw disjoint halves of the global batch.
     assert sorted(records[0]["keys"] + records[1]["keys"]) == sorted(reference["keys"])

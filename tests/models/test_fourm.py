@@ -15,6 +15,7 @@ from fourm_lightning.models import (
     TextDomain,
     VectorTokenDomain,
 )
+from fourm_lightning.models.fourm import split_by_length
 from fourm_lightning.models.layers import attend, naive_attention
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +141,67 @@ def test_empty_input_budget_is_an_unconditional_pass(model):
     assert torch.isfinite(out.loss)
     encoded = model.encode(batch)
     assert encoded.valid.shape[1] == 1 and not encoded.valid.any()
+
+
+def padded_length(counts, groups):
+    return sum(len(g) * int(counts[g].max()) for g in groups)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_split_by_length_finds_the_least_padding_of_any_grouping(seed):
+    # Brute force over every assignment of 7 samples to two groups, sorted or not.
+    counts = torch.from_numpy(np.random.default_rng(seed).integers(1, 300, size=7))
+    groups = split_by_length(counts, 2, min_saving=0.0)
+    assert sorted(torch.cat(groups).tolist()) == list(range(7))
+    costs = []
+    for mask in range(1, 2**7):
+        member = torch.tensor([bool(mask >> i & 1) for i in range(7)])
+        index = torch.arange(7)
+        costs.append(padded_length(counts, [g for g in (index[member], index[~member]) if len(g)]))
+    best = min(costs)
+    assert padded_length(counts, groups) == best
+
+
+def test_split_by_length_groups_a_mixture_and_leaves_uniform_batches_whole():
+    counts = torch.tensor([256, 64, 64, 256, 70, 256, 64, 64])
+    short, long = split_by_length(counts, 3)  # a third cut ({70}) would save 2% of the padding
+    assert len(split_by_length(counts, 3, min_saving=0.0)) == 3
+    assert sorted(short.tolist()) == [1, 2, 4, 6, 7] and sorted(long.tolist()) == [0, 3, 5]
+    assert len(split_by_length(torch.full((6,), 128), 4)) == 1
+    with pytest.raises(ValueError, match="max_groups must be at least 1"):
+        split_by_length(counts, 0)
+
+
+def test_length_groups_give_the_same_loss_and_gradients_as_one_pass():
+    torch.manual_seed(0)
+    model = FourM(domains(), dim=32, encoder_depth=2, decoder_depth=2, num_heads=4).double()
+    short = make_batch(model.domains.values(), batch=3, seed=1, n_in=4, n_tgt=2)
+    long = make_batch(model.domains.values(), batch=2, seed=2, n_in=6, n_tgt=8)
+    batch = {k: {f: torch.cat([short[k][f], long[k][f]]) for f in short[k]} for k in short}
+    batch["rgb"]["tensor"] = batch["rgb"]["tensor"].double()
+    assert len(split_by_length(model.target_counts(batch), 2)) == 2  # the batch is really split
+    outs, grads, passes = [], [], []
+    encode = model.encode
+    model.encode = lambda part: (
+        passes.append(len(next(iter(part.values()))["tensor"])) or encode(part)
+    )
+    for groups in (1, 2):
+        model.zero_grad()
+        out = model(batch, length_groups=groups)
+        out.loss.backward()
+        outs.append(out)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    one, split = outs
+    assert passes == [5, 3, 2]  # one pass of 5 samples, then the 3 short and the 2 long ones
+    torch.testing.assert_close(split.loss, one.loss)
+    for name, item in one.domains.items():
+        torch.testing.assert_close(split.domains[name].loss, item.loss)
+        acc = split.domains[name].accuracy
+        torch.testing.assert_close(acc, item.accuracy, equal_nan=True)  # nan: no targets
+        assert split.domains[name].num_targets == item.num_targets
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=name)
 
 
 def test_batch_with_unknown_modality_is_an_error(model):

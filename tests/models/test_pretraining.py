@@ -277,6 +277,8 @@ def test_the_module_builds_the_named_schedule_and_refuses_unknown_ones():
         FourMPretraining([domain], **small, lr_schedule="linear")
     with pytest.raises(ValueError, match=r"cooldown must be in \(0, 1\]"):
         FourMPretraining([domain], **small, lr_schedule="wsd", cooldown=0.0)
+    with pytest.raises(ValueError, match="length_groups must be at least 1"):
+        FourMPretraining([domain], **small, length_groups=0)
 
 
 @pytest.mark.parametrize(
