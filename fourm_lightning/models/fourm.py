@@ -567,6 +567,8 @@ def split_by_length(counts: Tensor, max_groups: int, min_saving: float = 0.1) ->
     order = torch.argsort(counts.detach().cpu(), stable=True)
     lengths = counts.detach().cpu()[order].tolist()
     n = len(lengths)
+    if n < 2:
+        return [order]
     most = min(max_groups, n)
     # best[g][j]: least padded length of the first j sorted samples in g groups; sorted, so a
     # group's longest sample is its last.

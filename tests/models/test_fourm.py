@@ -168,6 +168,7 @@ def test_split_by_length_groups_a_mixture_and_leaves_uniform_batches_whole():
     assert len(split_by_length(counts, 3, min_saving=0.0)) == 3
     assert sorted(short.tolist()) == [1, 2, 4, 6, 7] and sorted(long.tolist()) == [0, 3, 5]
     assert len(split_by_length(torch.full((6,), 128), 4)) == 1
+    assert [g.tolist() for g in split_by_length(torch.tensor([5]), 2)] == [[0]]
     with pytest.raises(ValueError, match="max_groups must be at least 1"):
         split_by_length(counts, 0)
 
